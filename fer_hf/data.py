@@ -1,0 +1,366 @@
+"""Every supported data source as a `datasets.DatasetDict` with `image` and `label` columns.
+
+Sources (`load_fer_dataset` tells them apart):
+- the original FER-2013 CSV (`emotion,pixels,Usage`);
+- the Kaggle image version: folders `train/<class>/`, `test/<class>/` (file names starting with
+  `PublicTest_`/`PrivateTest_` keep their official split);
+- parquet files, or a folder of them (split taken from the file name), and any Hub dataset id;
+- a folder of class subfolders of photos: a seeded, stratified train/validation/test split.
+
+FER sources keep the FER-2013 label order; photo folders use their sorted folder names. Bad input
+raises `DataError` naming the file or the 1-based line; nothing is skipped without being named.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import math
+import random
+from collections import Counter
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+from datasets import ClassLabel, Dataset, DatasetDict, Features, Image as ImageFeature, load_dataset
+from PIL import Image, ImageEnhance
+
+from .configuration_fer import FER2013_LABELS
+
+logger = logging.getLogger(__name__)
+
+IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".pgm", ".ppm"}
+FER_PIXELS = 48 * 48
+# FER-2013's `Usage` column and the Kaggle file-name prefixes, mapped to our split names.
+FER_USAGE_TO_SPLIT = {"Training": "train", "PublicTest": "validation", "PrivateTest": "test"}
+# Split names found in parquet file names and Hub datasets, mapped to ours.
+SPLIT_ALIASES = {
+    "train": "train", "training": "train",
+    "validation": "validation", "valid": "validation", "val": "validation", "publictest": "validation",
+    "test": "test", "privatetest": "test",
+}
+
+
+class DataError(ValueError):
+    """A data source that cannot be read; the message names the file, line or field."""
+
+
+def load_fer_dataset(
+    source: str | Path,
+    *,
+    seed: int = 42,
+    validation_fraction: float = 0.15,
+    test_fraction: float = 0.15,
+    skip_bad_images: bool = False,
+    revision: str | None = None,
+) -> DatasetDict:
+    """Loads any supported source as a `DatasetDict` of `image` (Image) and `label` (ClassLabel).
+
+    Args:
+        source: a FER-2013 CSV, a parquet file, a folder (Kaggle layout, parquet files or class
+            subfolders of photos), or a Hub dataset id.
+        seed: seed of the stratified split of photo folders.
+        validation_fraction: share of each class that goes to `validation` in a photo folder.
+        test_fraction: share of each class that goes to `test` in a photo folder.
+        skip_bad_images: skip unreadable image files (each one logged by name, and counted)
+            instead of raising.
+        revision: Hub dataset revision (branch, tag or commit) for a Hub id.
+
+    Raises:
+        DataError: the source is malformed; the message names the file, line or field.
+        FileNotFoundError: the path does not exist and is not a Hub dataset id.
+    """
+    path = Path(source).expanduser()
+    if path.is_file():
+        if path.suffix.lower() == ".csv":
+            return load_fer2013_csv(path)
+        if path.suffix.lower() == ".parquet":
+            return _load_parquet([path])
+        raise DataError(f"{path}: unsupported file type; expected a FER-2013 .csv or a .parquet file.")
+    if path.is_dir():
+        parquet_files = sorted(p for p in path.rglob("*.parquet") if not p.stem.endswith("_meta"))
+        if parquet_files:
+            return _load_parquet(parquet_files)
+        if (path / "train").is_dir() and _class_folders(path / "train"):
+            return load_kaggle_folders(path, skip_bad_images=skip_bad_images)
+        return load_photo_folder(
+            path, seed=seed, validation_fraction=validation_fraction, test_fraction=test_fraction,
+            skip_bad_images=skip_bad_images,
+        )
+    if str(source).count("/") == 1 and not str(source).startswith((".", "/", "~")):
+        return _standardize(load_dataset(str(source), revision=revision), source=str(source))
+    raise FileNotFoundError(f"{source}: no such file or folder, and not a Hub dataset id (`namespace/name`).")
+
+
+# --- FER-2013 CSV -------------------------------------------------------------------------------
+
+
+def load_fer2013_csv(path: str | Path) -> DatasetDict:
+    """Reads the original `fer2013.csv` (`emotion,pixels[,Usage]`); rows without `Usage` go to `train`."""
+    path = Path(path)
+    rows: dict[str, dict[str, list]] = {}
+    with open(path, newline="", encoding="utf-8") as handle:
+        reader = csv.DictReader(handle)
+        header = [name.strip() for name in reader.fieldnames or []]
+        if not header:
+            raise DataError(f"{path}: the file is empty; expected a header `emotion,pixels,Usage`.")
+        reader.fieldnames = header
+        missing = [column for column in ("emotion", "pixels") if column not in header]
+        if missing:
+            raise DataError(f"{path}, line 1: missing column(s) {missing}; the header is {header}.")
+        for record in reader:
+            line = reader.line_num  # 1-based, as an editor shows it; the header is line 1
+            where = f"{path}, line {line}"
+            if None in record or any(record[c] is None for c in header):
+                raise DataError(f"{where}: expected {len(header)} fields ({', '.join(header)}).")
+            emotion = record["emotion"].strip()
+            if not emotion.isdigit() or int(emotion) >= len(FER2013_LABELS):
+                raise DataError(f"{where}: emotion {emotion!r} is not a label 0..{len(FER2013_LABELS) - 1}.")
+            usage = record.get("Usage", "Training").strip()
+            if usage not in FER_USAGE_TO_SPLIT:
+                raise DataError(f"{where}: Usage {usage!r} is not one of {sorted(FER_USAGE_TO_SPLIT)}.")
+            values = record["pixels"].split()
+            if len(values) != FER_PIXELS:
+                raise DataError(f"{where}: pixels has {len(values)} values, expected {FER_PIXELS} (48x48).")
+            try:
+                pixels = np.array(values, dtype=np.int64)
+            except ValueError:
+                bad = next(v for v in values if not v.lstrip("-").isdigit())
+                raise DataError(f"{where}: pixel value {bad!r} is not an integer.") from None
+            if pixels.min() < 0 or pixels.max() > 255:
+                raise DataError(f"{where}: pixel values must be 0..255, found {pixels.min()}..{pixels.max()}.")
+            split = rows.setdefault(FER_USAGE_TO_SPLIT[usage], {"image": [], "label": []})
+            split["image"].append(_png_bytes(pixels.astype(np.uint8).reshape(48, 48)))
+            split["label"].append(int(emotion))
+    if not rows:
+        raise DataError(f"{path}: the header is there but no data rows follow.")
+    features = _features(FER2013_LABELS)
+    return DatasetDict({name: Dataset.from_dict(rows[name], features=features) for name in _ordered(rows)})
+
+
+def _png_bytes(array: np.ndarray) -> dict:
+    buffer = io.BytesIO()
+    Image.fromarray(array, mode="L").save(buffer, format="PNG")
+    return {"bytes": buffer.getvalue(), "path": None}
+
+
+# --- image folders ------------------------------------------------------------------------------
+
+
+def load_kaggle_folders(root: str | Path, *, skip_bad_images: bool = False) -> DatasetDict:
+    """Reads the Kaggle FER-2013 layout: `train/<class>/*`, `test/<class>/*` (and optional `validation/`)."""
+    root = Path(root)
+    files: dict[str, list[tuple[Path, str]]] = {}
+    for folder in sorted(p for p in root.iterdir() if p.is_dir()):
+        default_split = SPLIT_ALIASES.get(folder.name.lower())
+        if default_split is None:
+            logger.warning("%s: not a split folder (train/validation/test); ignored.", folder)
+            continue
+        for class_name, class_files in _class_folders(folder).items():
+            for file in class_files:
+                # Kaggle file names keep the official split: PublicTest_123.jpg, PrivateTest_456.jpg.
+                prefix = file.name.split("_", 1)[0]
+                split = FER_USAGE_TO_SPLIT.get(prefix, default_split)
+                files.setdefault(split, []).append((file, class_name))
+    class_names = sorted({name for split in files.values() for _, name in split})
+    # FER-2013 ids whatever subset of classes is present, so label 3 is "happy" as in the CSV.
+    names = FER2013_LABELS if {n.lower() for n in class_names} <= set(FER2013_LABELS) else class_names
+    return _datasets_from_files(files, names, skip_bad_images=skip_bad_images)
+
+
+def load_photo_folder(
+    root: str | Path,
+    *,
+    seed: int = 42,
+    validation_fraction: float = 0.15,
+    test_fraction: float = 0.15,
+    skip_bad_images: bool = False,
+) -> DatasetDict:
+    """Reads `root/<class>/*` photos and splits each class, seeded, into train/validation/test."""
+    root = Path(root)
+    classes = _class_folders(root)
+    if not classes:
+        raise DataError(f"{root}: no class subfolders with images found (expected {root}/<class>/<image>).")
+    names = sorted(classes)
+    rng = random.Random(seed)
+    files: dict[str, list[tuple[Path, str]]] = {"train": [], "validation": [], "test": []}
+    for class_name in names:
+        class_files = list(classes[class_name])
+        rng.shuffle(class_files)
+        n_test = math.ceil(len(class_files) * test_fraction) if test_fraction else 0
+        n_val = math.ceil(len(class_files) * validation_fraction) if validation_fraction else 0
+        if len(class_files) - n_test - n_val < 1:
+            raise DataError(f"{root / class_name}: {len(class_files)} image(s) are too few to split.")
+        files["test"] += [(f, class_name) for f in class_files[:n_test]]
+        files["validation"] += [(f, class_name) for f in class_files[n_test : n_test + n_val]]
+        files["train"] += [(f, class_name) for f in class_files[n_test + n_val :]]
+    return _datasets_from_files({k: v for k, v in files.items() if v}, names, skip_bad_images=skip_bad_images)
+
+
+def _class_folders(root: Path) -> dict[str, list[Path]]:
+    """Maps each subfolder of `root` to its image files; non-image files are logged, empty classes refused."""
+    classes: dict[str, list[Path]] = {}
+    for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        entries = sorted(p for p in folder.iterdir() if p.is_file())
+        images = [p for p in entries if p.suffix.lower() in IMAGE_EXTENSIONS]
+        others = [p for p in entries if p.suffix.lower() not in IMAGE_EXTENSIONS]
+        for other in others:
+            logger.warning("Skipped %s: not an image file extension (%s).", other, ", ".join(sorted(IMAGE_EXTENSIONS)))
+        if others:
+            logger.warning("Skipped %d non-image file(s) in %s.", len(others), folder)
+        if not images and not any(p.is_dir() for p in folder.iterdir()):
+            raise DataError(f"{folder}: class folder has no images.")
+        if images:
+            classes[folder.name] = images
+    if len(classes) == 1:
+        raise DataError(f"{root}: only one class folder ({next(iter(classes))}); a classifier needs at least two.")
+    return classes
+
+
+def _datasets_from_files(
+    files: dict[str, list[tuple[Path, str]]], names: list[str], *, skip_bad_images: bool
+) -> DatasetDict:
+    label_of = {name.lower(): i for i, name in enumerate(names)}
+    bad: list[str] = []
+    splits = {}
+    for split in _ordered(files):
+        kept = []
+        for file, class_name in files[split]:
+            problem = check_image_file(file)
+            if problem is None:
+                kept.append((file, class_name))
+            elif skip_bad_images:
+                logger.warning("Skipped %s: %s", file, problem)
+                bad.append(str(file))
+            else:
+                raise DataError(f"{file}: {problem} (pass skip_bad_images=True / --skip_bad_images to skip such files).")
+        splits[split] = Dataset.from_dict(
+            {"image": [str(f) for f, _ in kept], "label": [label_of[c.lower()] for _, c in kept]}, features=_features(names)
+        )
+    if bad:
+        logger.warning("Skipped %d unreadable image file(s) in all.", len(bad))
+    return DatasetDict(splits)
+
+
+def check_image_file(path: Path) -> str | None:
+    """Returns why `path` is not a readable image, or None if it decodes completely."""
+    try:
+        with Image.open(path) as image:
+            # JPEG draft mode decodes at 1/8 scale: every byte is still read, at a fraction of the cost.
+            image.draft("L", (64, 64))
+            image.load()
+    except Image.DecompressionBombError as error:
+        return f"refused as a decompression bomb ({error})"
+    except Exception as error:  # Pillow raises many types for broken files; all mean "unreadable"
+        return f"unreadable image ({type(error).__name__}: {error})"
+    return None
+
+
+# --- parquet and Hub datasets -------------------------------------------------------------------
+
+
+def _load_parquet(files: list[Path]) -> DatasetDict:
+    by_split: dict[str, list[str]] = {}
+    for file in files:
+        stem = file.stem.lower().split("-")[0]  # Hub layout: data/train-00000-of-00001.parquet
+        split = SPLIT_ALIASES.get(stem)
+        if split is None:
+            raise DataError(f"{file}: cannot tell the split from the file name (expected one of {sorted(SPLIT_ALIASES)}).")
+        by_split.setdefault(split, []).append(str(file))
+    return _standardize(load_dataset("parquet", data_files=by_split), source=str(files[0].parent))
+
+
+def _standardize(dataset: DatasetDict, *, source: str) -> DatasetDict:
+    """Renames splits and columns to ours and makes `label` a ClassLabel."""
+    renamed = {}
+    for split, part in dataset.items():
+        name = SPLIT_ALIASES.get(split.lower(), split)
+        image_column = next((c for c in ("image", "img") if c in part.column_names), None)
+        label_column = next((c for c in ("label", "labels", "emotion") if c in part.column_names), None)
+        if image_column is None or label_column is None:
+            raise DataError(f"{source} [{split}]: needs an image column and a label column, has {part.column_names}.")
+        part = part.select_columns([image_column, label_column]).rename_columns(
+            {image_column: "image", label_column: "label"}
+        )
+        if not isinstance(part.features["image"], ImageFeature):
+            part = part.cast_column("image", ImageFeature())
+        if not isinstance(part.features["label"], ClassLabel):
+            values = sorted(set(part["label"]))
+            if all(isinstance(v, int) and 0 <= v < len(FER2013_LABELS) for v in values):
+                part = part.cast_column("label", ClassLabel(names=FER2013_LABELS))
+            else:
+                part = part.cast_column("label", ClassLabel(names=[str(v) for v in values]))
+        renamed[name] = part
+    return DatasetDict({name: renamed[name] for name in _ordered(renamed)})
+
+
+def _features(names: list[str]) -> Features:
+    return Features({"image": ImageFeature(), "label": ClassLabel(names=names)})
+
+
+def _ordered(splits) -> list[str]:
+    order = ["train", "validation", "test"]
+    return sorted(splits, key=lambda s: (order.index(s) if s in order else len(order), s))
+
+
+def class_counts(dataset: Dataset) -> dict[str, int]:
+    """Per-class row counts, in label order."""
+    names = dataset.features["label"].names
+    counts = Counter(dataset["label"])
+    return {name: counts.get(i, 0) for i, name in enumerate(names)}
+
+
+# --- transforms ---------------------------------------------------------------------------------
+
+
+def augment(image: Image.Image, rng: random.Random) -> Image.Image:
+    """The training augmentation: random crop/shift, horizontal flip, small rotation, brightness/contrast.
+
+    Mild on purpose: FER-2013 faces are already aligned crops, and strong distortions change
+    expressions (a squeezed mouth reads as a different emotion).
+    """
+    width, height = image.size
+    scale = rng.uniform(0.8, 1.0)
+    crop_w, crop_h = max(1, round(width * scale)), max(1, round(height * scale))
+    left, top = rng.randint(0, width - crop_w), rng.randint(0, height - crop_h)
+    image = image.resize((width, height), Image.BILINEAR, box=(left, top, left + crop_w, top + crop_h))
+    if rng.random() < 0.5:
+        image = image.transpose(Image.FLIP_LEFT_RIGHT)
+    image = image.rotate(rng.uniform(-10, 10), resample=Image.BILINEAR)
+    image = ImageEnhance.Brightness(image).enhance(rng.uniform(0.8, 1.2))
+    return ImageEnhance.Contrast(image).enhance(rng.uniform(0.8, 1.2))
+
+
+def make_transform(image_processor, *, train: bool, grayscale: bool) -> Callable[[dict], dict]:
+    """Builds the batched `with_transform` function: images -> `pixel_values`, `label` -> `labels`.
+
+    Args:
+        image_processor: the model's image processor (ours or any Hub model's).
+        train: apply `augment` (training only; evaluation sees the images as they are).
+        grayscale: work in "L" (our CNN) rather than "RGB" (Hub models such as ViT).
+    """
+    rng = random.Random()
+    mode = "L" if grayscale else "RGB"
+
+    def transform(batch: dict) -> dict:
+        images = [image.convert(mode) for image in batch["image"]]
+        if train:
+            images = [augment(image, rng) for image in images]
+        pixel_values = image_processor(images, return_tensors="pt")["pixel_values"]
+        return {"pixel_values": pixel_values, "labels": batch["label"]}
+
+    return transform
+
+
+__all__ = [
+    "DataError",
+    "augment",
+    "check_image_file",
+    "class_counts",
+    "load_fer2013_csv",
+    "load_fer_dataset",
+    "load_kaggle_folders",
+    "load_photo_folder",
+    "make_transform",
+]

@@ -1,0 +1,144 @@
+"""Metrics, batched prediction and the reports a training or evaluation run leaves behind.
+
+`evaluate.load("accuracy")` fetches the metric's script from the Hub at run time, which fails
+offline (and on this project's machines). `FerMetrics` is the same computation as the Hub's
+`accuracy` and `f1` (scikit-learn underneath) packaged as an `evaluate.Metric`, so it works anywhere.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import datasets
+import evaluate
+import numpy as np
+import torch
+from sklearn.metrics import classification_report, confusion_matrix, f1_score
+
+
+class FerMetrics(evaluate.Metric):
+    """Accuracy and macro-F1 of class predictions."""
+
+    def _info(self) -> evaluate.MetricInfo:
+        return evaluate.MetricInfo(
+            description="Accuracy and macro-averaged F1 of single-label classification.",
+            citation="",
+            inputs_description="predictions and references: class indices.",
+            features=datasets.Features(
+                {"predictions": datasets.Value("int64"), "references": datasets.Value("int64")}
+            ),
+        )
+
+    def _compute(self, predictions, references) -> dict[str, float]:
+        predictions, references = np.asarray(predictions), np.asarray(references)
+        return {
+            "accuracy": float((predictions == references).mean()),
+            "macro_f1": float(f1_score(references, predictions, average="macro", zero_division=0)),
+        }
+
+
+_METRIC = FerMetrics()
+
+
+def compute_metrics(eval_pred) -> dict[str, float]:
+    """`Trainer`'s `compute_metrics`: logits and labels in, accuracy and macro-F1 out."""
+    logits, labels = eval_pred.predictions, eval_pred.label_ids
+    if isinstance(logits, tuple):
+        logits = logits[0]
+    return _METRIC.compute(predictions=np.argmax(logits, axis=-1), references=labels)
+
+
+@torch.inference_mode()
+def predict_logits(model, image_processor, dataset, *, batch_size: int = 256, flip_tta: bool = False) -> np.ndarray:
+    """Logits of `model` over every row of `dataset` (an `image` column), in batches.
+
+    Args:
+        flip_tta: average the logits of each image and its mirror (test-time augmentation).
+    """
+    model.eval()
+    grayscale = getattr(model.config, "num_channels", 3) == 1
+    outputs = []
+    for start in range(0, len(dataset), batch_size):
+        images = [image.convert("L" if grayscale else "RGB") for image in dataset[start : start + batch_size]["image"]]
+        pixel_values = image_processor(images, return_tensors="pt")["pixel_values"].to(model.device, model.dtype)
+        logits = model(pixel_values=pixel_values).logits
+        if flip_tta:
+            logits = (logits + model(pixel_values=pixel_values.flip(-1)).logits) / 2
+        outputs.append(logits.float().cpu().numpy())
+    return np.concatenate(outputs) if outputs else np.zeros((0, model.config.num_labels), dtype=np.float32)
+
+
+def write_reports(output_dir: str | Path, split: str, logits: np.ndarray, labels, label_names: list[str]) -> dict:
+    """Writes `{split}_report.json`/`.txt` (per-class precision/recall/F1) and `{split}_confusion_matrix.png`.
+
+    Returns:
+        The split's metrics: accuracy, macro_f1 and the number of samples.
+    """
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    predictions, labels = np.argmax(logits, axis=-1), np.asarray(labels)
+    indices = list(range(len(label_names)))
+    metrics = {**_METRIC.compute(predictions=predictions, references=labels), "samples": int(len(labels))}
+    report = classification_report(
+        labels, predictions, labels=indices, target_names=label_names, output_dict=True, zero_division=0
+    )
+    (output_dir / f"{split}_report.json").write_text(json.dumps({"metrics": metrics, "per_class": report}, indent=2))
+    (output_dir / f"{split}_report.txt").write_text(
+        classification_report(labels, predictions, labels=indices, target_names=label_names, digits=3, zero_division=0)
+    )
+    matrix = confusion_matrix(labels, predictions, labels=indices)
+    plot_confusion_matrix(matrix, label_names, output_dir / f"{split}_confusion_matrix.png", title=f"{split}: {metrics['accuracy']:.1%} accuracy")
+    return metrics
+
+
+def plot_confusion_matrix(matrix: np.ndarray, label_names: list[str], path: str | Path, title: str = "") -> None:
+    """Saves a row-normalised confusion matrix (counts in the cells) as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display on servers and CI
+    import matplotlib.pyplot as plt
+
+    normalised = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
+    size = 1.0 + 0.8 * len(label_names)
+    fig, ax = plt.subplots(figsize=(size + 1.5, size))
+    image = ax.imshow(normalised, cmap="Blues", vmin=0, vmax=1)
+    ax.set_xticks(range(len(label_names)), label_names, rotation=45, ha="right")
+    ax.set_yticks(range(len(label_names)), label_names)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    for i in range(len(label_names)):
+        for j in range(len(label_names)):
+            ax.text(j, i, str(matrix[i, j]), ha="center", va="center", color="white" if normalised[i, j] > 0.5 else "black")
+    ax.set_title(title)
+    fig.colorbar(image, ax=ax, fraction=0.046)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def plot_training_curves(log_history: list[dict], path: str | Path) -> None:
+    """Saves training/validation loss and validation accuracy against the step, from `Trainer`'s log history."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    train = [(e["step"], e["loss"]) for e in log_history if "loss" in e]
+    evals = [(e["step"], e["eval_loss"], e.get("eval_accuracy")) for e in log_history if "eval_loss" in e]
+    fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(10, 4))
+    if train:
+        loss_ax.plot(*zip(*train), label="train loss")
+    if evals:
+        loss_ax.plot([e[0] for e in evals], [e[1] for e in evals], "o-", label="validation loss")
+        acc_ax.plot([e[0] for e in evals], [e[2] for e in evals], "o-", color="tab:green")
+    loss_ax.set_xlabel("step")
+    loss_ax.legend()
+    acc_ax.set_xlabel("step")
+    acc_ax.set_ylabel("validation accuracy")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+__all__ = ["FerMetrics", "compute_metrics", "plot_confusion_matrix", "plot_training_curves", "predict_logits", "write_reports"]

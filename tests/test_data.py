@@ -1,0 +1,181 @@
+"""The data loaders: every source gives the same rows, and bad input is refused with its place named."""
+
+import logging
+import random
+import shutil
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from fer_hf import FER2013_LABELS
+from fer_hf.data import DataError, augment, load_fer_dataset
+
+from tests.conftest import FER_DIR, HAPPY_SAD_DIR, requires_shared, write_fer_csv, write_kaggle_folders
+
+
+def _pixels_and_labels(split):
+    return [np.asarray(image.convert("L")) for image in split["image"]], list(split["label"])
+
+
+def test_csv_kaggle_and_parquet_give_the_same_pixels_and_labels(tmp_path, fer_rows):
+    from datasets import Dataset, Features, Image as ImageFeature, ClassLabel
+
+    from_csv = load_fer_dataset(write_fer_csv(tmp_path / "fer2013.csv", fer_rows))
+    from_kaggle = load_fer_dataset(write_kaggle_folders(tmp_path / "kaggle", fer_rows))
+    parquet_dir = tmp_path / "parquet"
+    parquet_dir.mkdir()
+    features = Features({"image": ImageFeature(), "label": ClassLabel(names=FER2013_LABELS)})
+    for split, file in (("train", "train.parquet"), ("validation", "publictest.parquet")):
+        rows = [r for r in fer_rows if r[2] == split]
+        Dataset.from_dict(
+            {"image": [Image.fromarray(p) for p, _, _ in rows], "label": [l for _, l, _ in rows]}, features=features
+        ).to_parquet(str(parquet_dir / file))
+    from_parquet = load_fer_dataset(parquet_dir)
+
+    for dataset in (from_csv, from_kaggle, from_parquet):
+        assert sorted(dataset) == ["train", "validation"]
+        assert dataset["train"].features["label"].names == FER2013_LABELS
+    for split in ("train", "validation"):
+        expected = [(p, l) for p, l, s in fer_rows if s == split]
+        # Kaggle folders list files by class; compare as sets of (pixels, label).
+        for dataset in (from_csv, from_kaggle, from_parquet):
+            pixels, labels = _pixels_and_labels(dataset[split])
+            assert sorted((p.tobytes(), l) for p, l in zip(pixels, labels)) == sorted((p.tobytes(), l) for p, l in expected)
+        # CSV and parquet keep the original row order.
+        for dataset in (from_csv, from_parquet):
+            pixels, labels = _pixels_and_labels(dataset[split])
+            assert labels == [l for _, l in expected]
+            assert all(np.array_equal(a, b) for a, b in zip(pixels, (p for p, _ in expected)))
+
+
+def test_kaggle_jpeg_folders_are_close_to_the_csv_pixels(tmp_path, fer_rows):
+    # The real Kaggle version is JPEG, which is lossy: the same faces within a few grey levels.
+    dataset = load_fer_dataset(write_kaggle_folders(tmp_path / "kaggle", fer_rows, extension=".jpg"))
+    originals = {(l, s): [] for _, l, s in fer_rows}
+    for pixels, label, split in fer_rows:
+        originals[(label, split)].append(pixels.astype(int))
+    for split in ("train", "validation"):
+        for pixels, label in zip(*_pixels_and_labels(dataset[split])):
+            best = min(np.abs(pixels.astype(int) - o).mean() for o in originals[(label, split)])
+            assert best < 3
+
+
+def test_kaggle_file_prefixes_keep_the_official_splits(tmp_path, fer_rows):
+    rows = [(p, l, "test" if i % 2 else "validation") for i, (p, l, _) in enumerate(fer_rows[:10])]
+    rows += [(p, l, "train") for p, l, _ in fer_rows[10:20]]
+    dataset = load_fer_dataset(write_kaggle_folders(tmp_path / "kaggle", rows))
+    assert {k: len(v) for k, v in dataset.items()} == {"train": 10, "validation": 5, "test": 5}
+
+
+@requires_shared
+def test_real_fer2013_parquet_folder():
+    dataset = load_fer_dataset(FER_DIR)
+    assert {k: len(v) for k, v in dataset.items()} == {"train": 28709, "validation": 3589}
+    assert dataset["validation"].features["label"].names == FER2013_LABELS
+    assert dataset["validation"][0]["image"].size == (48, 48)
+
+
+@requires_shared
+def test_photo_folder_split_is_stratified_seeded_and_complete():
+    first = load_fer_dataset(HAPPY_SAD_DIR, seed=1)
+    again = load_fer_dataset(HAPPY_SAD_DIR, seed=1)
+    other = load_fer_dataset(HAPPY_SAD_DIR, seed=2)
+    assert first["train"].features["label"].names == ["happy", "sad"]  # sorted folder names
+    assert sum(len(v) for v in first.values()) == 301  # nothing dropped
+    assert [first[s]["image"] for s in first] != []
+    paths = {s: first[s].with_format(None).cast_column("image", first[s].features["image"].__class__(decode=False))["image"] for s in first}
+    again_paths = {s: again[s].cast_column("image", again[s].features["image"].__class__(decode=False))["image"] for s in again}
+    other_paths = {s: other[s].cast_column("image", other[s].features["image"].__class__(decode=False))["image"] for s in other}
+    assert paths == again_paths and paths != other_paths
+    for split in ("validation", "test"):
+        counts = np.bincount(first[split]["label"], minlength=2)
+        assert abs(counts[0] - counts[1]) <= 1  # 151 happy vs 150 sad, split per class
+
+
+# --- bad input ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "line, expected",
+    [
+        ("3,{pixels} 7,Training", "line 3: pixels has 2305 values"),
+        ("9,{pixels},Training", "line 3: emotion '9' is not a label"),
+        ("3,{pixels},Validation", "line 3: Usage 'Validation'"),
+        ("3,{bad},Training", "line 3: pixel value 'x' is not an integer"),
+        ("3,{big},Training", "line 3: pixel values must be 0..255"),
+        ("3,{pixels}", "line 3: expected 3 fields"),
+    ],
+)
+def test_malformed_csv_rows_are_refused_with_their_line(tmp_path, line, expected):
+    pixels = " ".join(["0"] * 2304)
+    path = tmp_path / "fer2013.csv"
+    path.write_text(
+        "emotion,pixels,Usage\n"
+        f"0,{pixels},Training\n"
+        + line.format(pixels=pixels, bad=" ".join(["x"] + ["0"] * 2303), big=" ".join(["300"] + ["0"] * 2303))
+        + "\n"
+    )
+    with pytest.raises(DataError, match=expected) as error:
+        load_fer_dataset(path)
+    assert str(path) in str(error.value)
+
+
+def test_csv_with_a_missing_column_or_no_rows_is_refused(tmp_path):
+    missing = tmp_path / "missing.csv"
+    missing.write_text("emotion,Usage\n0,Training\n")
+    with pytest.raises(DataError, match=r"line 1: missing column\(s\) \['pixels'\]"):
+        load_fer_dataset(missing)
+    empty = tmp_path / "empty.csv"
+    empty.write_text("")
+    with pytest.raises(DataError, match="the file is empty"):
+        load_fer_dataset(empty)
+    header_only = tmp_path / "header.csv"
+    header_only.write_text("emotion,pixels,Usage\n")
+    with pytest.raises(DataError, match="no data rows"):
+        load_fer_dataset(header_only)
+
+
+def _photo_folder(root, classes=("happy", "sad"), per_class=4):
+    rng = np.random.default_rng(0)
+    for name in classes:
+        (root / name).mkdir(parents=True)
+        for i in range(per_class):
+            Image.fromarray(rng.integers(0, 255, (20, 30, 3), dtype=np.uint8)).save(root / name / f"{i}.jpg")
+    return root
+
+
+def test_unreadable_image_is_named_or_skipped_and_counted(tmp_path, caplog):
+    root = _photo_folder(tmp_path / "photos")
+    good = (root / "happy" / "0.jpg").read_bytes()
+    (root / "happy" / "truncated.jpg").write_bytes(good[: len(good) // 2])
+    (root / "sad" / "empty.png").write_bytes(b"")
+    (root / "sad" / "notes.txt").write_text("not an image")
+    with pytest.raises(DataError, match=r"truncated\.jpg|empty\.png"):
+        load_fer_dataset(root)
+    with caplog.at_level(logging.WARNING, logger="fer_hf.data"):
+        dataset = load_fer_dataset(root, skip_bad_images=True)
+    assert sum(len(v) for v in dataset.values()) == 8
+    log = caplog.text
+    assert "truncated.jpg" in log and "empty.png" in log and "Skipped 2 unreadable image file(s)" in log
+    assert "notes.txt" in log and "Skipped 1 non-image file(s)" in log
+
+
+def test_empty_class_folder_and_single_class_are_refused(tmp_path):
+    root = _photo_folder(tmp_path / "photos")
+    (root / "surprise").mkdir()
+    with pytest.raises(DataError, match=r"surprise: class folder has no images"):
+        load_fer_dataset(root)
+    single = _photo_folder(tmp_path / "single", classes=("happy",))
+    with pytest.raises(DataError, match="only one class folder"):
+        load_fer_dataset(single)
+    with pytest.raises(FileNotFoundError, match="no such file or folder"):
+        load_fer_dataset(tmp_path / "nowhere")
+
+
+def test_augment_keeps_size_and_mode_and_varies():
+    image = Image.fromarray(np.arange(48 * 48, dtype=np.uint8).reshape(48, 48))
+    rng = random.Random(0)
+    outputs = [augment(image, rng) for _ in range(5)]
+    assert all(o.size == (48, 48) and o.mode == "L" for o in outputs)
+    assert len({o.tobytes() for o in outputs}) == 5

@@ -1,0 +1,117 @@
+"""train.py end to end, in fresh processes, on slices of the real data."""
+
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.conftest import FER_DIR, HAPPY_SAD_DIR, ROOT, requires_shared, run_python
+from tests.test_modeling import REMOTE_CODE_SNIPPET
+
+pytestmark = requires_shared
+
+FAST = ["--model_variant", "tiny", "--per_device_train_batch_size", "32", "--disable_tqdm", "true", "--seed", "0"]
+
+
+def _train(*args, **kwargs):
+    return run_python([ROOT / "train.py", *args, *FAST], **kwargs)
+
+
+def test_fer2013_slice_trains_and_leaves_a_complete_folder(tmp_path):
+    out = tmp_path / "fer"
+    _train("--dataset_name", FER_DIR, "--output_dir", out, "--max_steps", "6", "--max_train_samples", "256",
+           "--max_eval_samples", "128")
+    for name in ("config.json", "model.safetensors", "preprocessor_config.json", "configuration_fer.py",
+                 "modeling_fer.py", "image_processing_fer.py", "eval_results.json", "validation_report.json",
+                 "validation_report.txt", "validation_confusion_matrix.png", "training_curves.png", "run_info.json"):
+        assert (out / name).is_file(), name
+    assert not list(out.glob("pytorch_model*.bin")) + list(out.glob("*.pt")), "weights must be safetensors only"
+    info = json.loads((out / "run_info.json").read_text())
+    assert info["steps"] == 6 and info["splits"] == {"train": 256, "validation": 128}
+    assert info["command"].startswith("python train.py --dataset_name")
+    report = json.loads((out / "validation_report.json").read_text())
+    eval_results = json.loads((out / "eval_results.json").read_text())
+    assert report["metrics"]["samples"] == 128
+    assert abs(report["metrics"]["accuracy"] - eval_results["eval_accuracy"]) < 1e-6
+
+    # The folder loads in a process where fer_hf is not importable, and the pipeline predicts.
+    images = [tmp_path / "face.png"]
+    from datasets import load_dataset
+
+    load_dataset("parquet", data_files=str(FER_DIR / "publictest.parquet"), split="train")[0]["image"].save(images[0])
+    script = tmp_path / "load.py"
+    script.write_text(REMOTE_CODE_SNIPPET)
+    result = run_python([script, out, *images], cwd=tmp_path, env={"PYTHONPATH": ""})
+    remote = json.loads(result.stdout.strip().splitlines()[-1])
+    assert remote["classes"] == ["FerCNNForImageClassification", "FerImageProcessor"]
+    assert remote["pipeline"][0] in info["labels"]
+
+
+def test_happy_sad_photos_train_with_a_test_split(tmp_path):
+    out = tmp_path / "happy_sad"
+    _train("--dataset_name", HAPPY_SAD_DIR, "--output_dir", out, "--max_steps", "3")
+    info = json.loads((out / "run_info.json").read_text())
+    assert info["labels"] == ["happy", "sad"] and info["splits"] == {"train": 209, "validation": 46, "test": 46}
+    assert (out / "test_report.json").is_file() and (out / "test_confusion_matrix.png").is_file()
+    assert json.loads((out / "config.json").read_text())["id2label"] == {"0": "happy", "1": "sad"}
+
+
+def test_rerun_after_sigkill_resumes_from_the_last_checkpoint(tmp_path):
+    out = tmp_path / "killed"
+    args = [sys.executable, ROOT / "train.py", "--dataset_name", FER_DIR, "--output_dir", out, "--max_steps", "12",
+            "--max_train_samples", "512", "--max_eval_samples", "64", "--eval_strategy", "steps", "--eval_steps", "3",
+            "--save_strategy", "steps", "--save_steps", "3", *FAST]
+    process = subprocess.Popen(list(map(str, args)), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while time.time() < deadline and not (out / "checkpoint-3" / "trainer_state.json").exists():
+        time.sleep(0.2)
+    process.send_signal(signal.SIGKILL)  # no chance to clean up, as in a crash or an OOM kill
+    process.wait()
+    checkpoints = sorted(p.name for p in out.glob("checkpoint-*"))
+    assert checkpoints and not (out / "run_info.json").exists(), "the run must have died mid-training"
+
+    result = run_python(args[1:], env={"PYTHONUNBUFFERED": "1"})
+    resumed_from = int(result.stdout.split("Resuming from checkpoint-")[1].split()[0])
+    assert resumed_from >= 3
+    state = json.loads((out / "trainer_state.json").read_text())
+    assert state["global_step"] == 12
+
+
+def test_any_hub_image_classifier_fine_tunes_with_its_own_processor(tmp_path):
+    # A small ViT created and saved locally stands in for a Hub checkpoint (no downloads here).
+    from transformers import ViTConfig, ViTForImageClassification, ViTImageProcessorPil
+
+    vit = tmp_path / "tiny-vit"
+    config = ViTConfig(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                       intermediate_size=64, num_labels=5)
+    ViTForImageClassification(config).save_pretrained(vit)
+    ViTImageProcessorPil(size={"height": 32, "width": 32}).save_pretrained(vit)
+    out = tmp_path / "vit-fer"
+    run_python([ROOT / "train.py", "--dataset_name", FER_DIR, "--output_dir", out, "--model_name_or_path", vit,
+                "--max_steps", "3", "--max_train_samples", "96", "--max_eval_samples", "32",
+                "--per_device_train_batch_size", "16", "--learning_rate", "1e-4", "--disable_tqdm", "true"])
+    saved = json.loads((out / "config.json").read_text())
+    assert saved["model_type"] == "vit" and len(saved["id2label"]) == 7  # a new 7-label head
+    assert json.loads((out / "preprocessor_config.json").read_text())["size"] == {"height": 32, "width": 32}
+    assert json.loads((out / "run_info.json").read_text())["steps"] == 3
+
+
+def test_accelerate_launch_runs_two_cpu_processes(tmp_path):
+    out = tmp_path / "ddp"
+    run_python(
+        # accelerate's torchrun launcher (--multi_gpu) with --use_cpu: gloo DDP over CPU processes.
+        ["-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+         "--mixed_precision", "no", "--dynamo_backend", "no", ROOT / "train.py", "--dataset_name", FER_DIR,
+         "--output_dir", out, "--max_steps", "4", "--max_train_samples", "256", "--max_eval_samples", "64",
+         "--use_cpu", "true", *FAST],
+        env={"OMP_NUM_THREADS": "1"},
+    )
+    info = json.loads((out / "run_info.json").read_text())
+    assert info["steps"] == 4 and "2 process(es)" in info["hardware"]
+    assert info["epochs"] == 1.0  # 2 processes x 32 rows x 4 steps = the 256 rows once: the data was sharded
+    # The loss is a per-batch mean; Trainer must not scale it by the process count (7 classes: ln 7 = 1.95).
+    train_loss = json.loads((out / "train_results.json").read_text())["train_loss"]
+    assert train_loss < 2.5
