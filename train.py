@@ -30,7 +30,7 @@ from transformers import (
 from transformers.trainer_utils import get_last_checkpoint
 
 from fer_hf import FER_CNN_VARIANTS, FerCNNForImageClassification, FerConfig, FerImageProcessor
-from fer_hf.data import load_fer_dataset, make_transform
+from fer_hf.data import load_fer_dataset, make_transform, select_labels
 from fer_hf.evaluation import compute_metrics, plot_training_curves, predict_logits, write_reports
 
 logger = logging.getLogger("train")
@@ -51,6 +51,9 @@ class DataTrainingArguments:
     )
     skip_bad_images: bool = field(
         default=False, metadata={"help": "Skip unreadable image files (each one logged by name) instead of stopping."}
+    )
+    labels: list[str] | None = field(
+        default=None, metadata={"help": "Keep only these classes, in this order (e.g. --labels happy sad)."}
     )
     max_train_samples: int | None = field(default=None, metadata={"help": "Use only this many training rows."})
     max_eval_samples: int | None = field(default=None, metadata={"help": "Use only this many rows of each evaluation split."})
@@ -103,6 +106,8 @@ def main():
         data_args.dataset_name, seed=training_args.seed, skip_bad_images=data_args.skip_bad_images,
         revision=data_args.dataset_revision,
     )
+    if data_args.labels:
+        dataset = select_labels(dataset, data_args.labels)
     if "validation" not in dataset:
         held_out = dataset["train"].train_test_split(
             test_size=data_args.validation_split_percentage, stratify_by_column="label", seed=training_args.seed

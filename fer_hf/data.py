@@ -304,6 +304,22 @@ def _ordered(splits) -> list[str]:
     return sorted(splits, key=lambda s: (order.index(s) if s in order else len(order), s))
 
 
+def select_labels(dataset: DatasetDict, names: list[str]) -> DatasetDict:
+    """Keeps only the rows of the named classes, renumbered in the order given (e.g. happy=0, sad=1)."""
+    known = next(iter(dataset.values())).features["label"].names
+    unknown = [name for name in names if name not in known]
+    if unknown or len(names) < 2:
+        raise DataError(f"--labels {names}: need at least two of the dataset's classes {known}; unknown: {unknown}.")
+    new_id = {known.index(name): i for i, name in enumerate(names)}
+    features = _features(names)
+    return DatasetDict({
+        split: part.filter(lambda label: label in new_id, input_columns="label").map(
+            lambda label: {"label": new_id[label]}, input_columns="label", features=features
+        )
+        for split, part in dataset.items()
+    })
+
+
 def class_counts(dataset: Dataset) -> dict[str, int]:
     """Per-class row counts, in label order."""
     names = dataset.features["label"].names
@@ -363,4 +379,5 @@ __all__ = [
     "load_kaggle_folders",
     "load_photo_folder",
     "make_transform",
+    "select_labels",
 ]

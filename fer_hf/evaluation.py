@@ -142,3 +142,34 @@ def plot_training_curves(log_history: list[dict], path: str | Path) -> None:
 
 
 __all__ = ["FerMetrics", "compute_metrics", "plot_confusion_matrix", "plot_training_curves", "predict_logits", "write_reports"]
+
+
+def evaluate_on_dataset(model, image_processor, dataset, *, output_dir=None, split="validation", batch_size=256,
+                        flip_tta=False) -> dict:
+    """Evaluates a classifier on a `Dataset`, matching classes by name.
+
+    Rows whose class the model does not know are left out, and the model's scores are restricted to
+    the dataset's classes: a happy/sad model is scored on FER-2013's happy and sad faces, and a
+    7-class model on a happy/sad folder by its happy-vs-sad scores.
+
+    Returns:
+        accuracy, macro_f1, samples, the labels compared, and the per-class report.
+    """
+    dataset_names = dataset.features["label"].names
+    model_names = [model.config.id2label[i] for i in range(model.config.num_labels)]
+    common = [name for name in dataset_names if name in model_names]
+    if len(common) < 2:
+        raise ValueError(f"The model's labels {model_names} and the dataset's {dataset_names} share fewer than two classes.")
+    keep = {dataset_names.index(name) for name in common}
+    rows = dataset.filter(lambda label: label in keep, input_columns="label") if len(keep) < len(dataset_names) else dataset
+    logits = predict_logits(model, image_processor, rows, batch_size=batch_size, flip_tta=flip_tta)
+    logits = logits[:, [model_names.index(name) for name in common]]
+    labels = [common.index(dataset_names[label]) for label in rows["label"]]
+    if output_dir is None:
+        predictions = np.argmax(logits, axis=-1)
+        metrics = {**_METRIC.compute(predictions=predictions, references=labels), "samples": len(labels)}
+    else:
+        metrics = write_reports(output_dir, split, logits, labels, common)
+    report = classification_report(labels, np.argmax(logits, axis=-1), labels=list(range(len(common))),
+                                   target_names=common, digits=3, zero_division=0)
+    return {**metrics, "labels": common, "report": report}

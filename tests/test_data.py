@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from fer_hf import FER2013_LABELS
-from fer_hf.data import DataError, augment, load_fer_dataset
+from fer_hf.data import DataError, augment, load_fer_dataset, select_labels
 
 from tests.conftest import FER_DIR, HAPPY_SAD_DIR, requires_shared, write_fer_csv, write_kaggle_folders
 
@@ -179,3 +179,14 @@ def test_augment_keeps_size_and_mode_and_varies():
     outputs = [augment(image, rng) for _ in range(5)]
     assert all(o.size == (48, 48) and o.mode == "L" for o in outputs)
     assert len({o.tobytes() for o in outputs}) == 5
+
+
+def test_select_labels_keeps_and_renumbers_the_named_classes(tmp_path, fer_rows):
+    dataset = load_fer_dataset(write_fer_csv(tmp_path / "fer2013.csv", fer_rows))
+    happy_sad = select_labels(dataset, ["happy", "sad"])
+    assert happy_sad["train"].features["label"].names == ["happy", "sad"]
+    for split in ("train", "validation"):
+        expected = [{3: 0, 4: 1}[l] for _, l, s in fer_rows if s == split and l in (3, 4)]
+        assert happy_sad[split]["label"] == expected and expected
+    with pytest.raises(DataError, match="unknown: \\['joy'\\]"):
+        select_labels(dataset, ["happy", "joy"])
