@@ -5,7 +5,9 @@
     python train.py --dataset_name data/happy_sad --output_dir runs/vit --model_name_or_path google/vit-base-patch16-224
 
 Every `TrainingArguments` flag works too (`python train.py --help`). Rerunning the same command
-after a crash resumes from the last checkpoint in `--output_dir`.
+after a crash resumes from the last checkpoint in `--output_dir`. With `--push_to_hub --hub_model_id
+USER/NAME` the best model, its card and reports are pushed once, at the end (token: `HF_TOKEN` or
+`hf auth login`); `python -m fer_hf push OUTPUT_DIR USER/NAME` pushes a finished folder.
 """
 
 import json
@@ -32,6 +34,7 @@ from transformers.trainer_utils import get_last_checkpoint
 from fer_hf import FER_CNN_VARIANTS, FerCNNForImageClassification, FerConfig, FerImageProcessor
 from fer_hf.data import load_fer_dataset, make_transform, select_labels
 from fer_hf.evaluation import compute_metrics, plot_training_curves, predict_logits, write_reports
+from fer_hf.hub import explain_hub_error, push_folder, write_model_card
 
 logger = logging.getLogger("train")
 
@@ -88,6 +91,8 @@ def main():
         eval_strategy="epoch", save_strategy="epoch", load_best_model_at_end=True, metric_for_best_model="accuracy",
         save_total_limit=2, per_device_train_batch_size=64, per_device_eval_batch_size=256,
         lr_scheduler_type="cosine", logging_steps=20, remove_unused_columns=False, report_to="none",
+        # With --push_to_hub, one push at the end (the best model, its card and reports), not one per checkpoint.
+        hub_strategy="end",
     )
     model_args, data_args, training_args = parser.parse_args_into_dataclasses()
 
@@ -153,7 +158,7 @@ def main():
     callbacks = []
     if model_args.early_stopping_patience:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=model_args.early_stopping_patience))
-    trainer = Trainer(
+    trainer = FerTrainer(
         model=model,
         args=training_args,
         train_dataset=dataset["train"],
@@ -185,11 +190,13 @@ def main():
                 logger.info("%s: %s", split, split_metrics[split])
         plot_training_curves(trainer.state.log_history, output_dir / "training_curves.png")
         run_info = {
-            "command": "python train.py " + shlex.join(sys.argv[1:]),
+            "command": "python train.py " + shlex.join(redact(sys.argv[1:], training_args.hub_token)),
             "dataset": data_args.dataset_name,
+            "hub_dataset": hub_id(data_args.dataset_name),
             "splits": {name: len(part) for name, part in dataset.items()},
             "labels": labels,
             "model": model_args.model_name_or_path or f"fer-cnn-{model_args.model_variant}",
+            "hub_base_model": hub_id(model_args.model_name_or_path),
             "parameters": sum(p.numel() for p in model.parameters()),
             "precision": "bf16 autocast + channels_last" if fast_path else ("bf16" if training_args.bf16 else "fp32"),
             "hardware": hardware_description(training_args),
@@ -202,6 +209,71 @@ def main():
         }
         (output_dir / "run_info.json").write_text(json.dumps(run_info, indent=2))
         logger.info("Model, processor, code and reports are in %s", output_dir)
+
+    # The model card (README.md) from run_info.json and the reports; pushing writes it for the repo.
+    if not training_args.push_to_hub:
+        trainer.create_model_card()
+    else:
+        try:
+            commit = trainer.push_to_hub()
+        except Exception as error:  # the trained model is safe on disk: say what failed and how to push it again
+            retry = f"python -m fer_hf push {shlex.quote(training_args.output_dir)} {trainer.hub_model_id}"
+            if training_args.hub_revision:
+                retry += f" --revision {training_args.hub_revision}"
+            raise SystemExit(f"Pushing to the Hub failed: {explain_hub_error(error)}\n"
+                             f"The trained model is in {training_args.output_dir}; push it with: {retry}") from error
+        if commit is not None:
+            logger.warning("Pushed to %s: commit %s", trainer.hub_model_id, commit.oid)  # shown at every log level
+
+
+class FerTrainer(Trainer):
+    """`Trainer` whose Hub push is `fer_hf.hub.push_folder`: our model card, safetensors only, one commit.
+
+    `Trainer.push_to_hub` uploads everything in output_dir but `_*` and `checkpoint-*`, training_args.bin
+    included (a pickle that holds any `--hub_token` in clear), under a card of its own; and with
+    `--push_to_hub`, every `save_model()` pushes too. Here saving never pushes, and `push_to_hub()`
+    uploads what `python -m fer_hf push OUTPUT_DIR REPO` would.
+    """
+
+    def init_hf_repo(self, token: str | None = None, private: bool | None = None) -> None:
+        # Called when the Trainer is built with --push_to_hub: a bad token stops the run before training.
+        try:
+            super().init_hf_repo(token=token, private=private)
+        except Exception as error:
+            raise SystemExit(f"Cannot create the Hub repo {self.args.hub_model_id or self.args.output_dir}: "
+                             f"{explain_hub_error(error)}\nNothing was trained.") from error
+
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
+        super().save_model(output_dir, _internal_call=True)  # no push as a side effect of saving
+
+    def create_model_card(self, **kwargs) -> None:
+        if self.is_world_process_zero():
+            write_model_card(self.args.output_dir, repo_id=self.hub_model_id or self.args.hub_model_id,
+                             revision=self.args.hub_revision)
+
+    def push_to_hub(self, commit_message: str | None = "End of training", blocking: bool = True,
+                    token: str | None = None, revision: str | None = None, private: bool | None = None, **kwargs):
+        """Saves the model, then pushes output_dir with its card (always blocking); returns the commit."""
+        if self.hub_model_id is None:
+            self.init_hf_repo(token=token, private=private)
+        self.save_model()
+        if not self.is_world_process_zero():
+            return None
+        return push_folder(
+            self.args.output_dir, self.hub_model_id, revision=revision or self.args.hub_revision,
+            private=bool(self.args.hub_private_repo if private is None else private),
+            token=token or self.args.hub_token, commit_message=commit_message or "End of training",
+        )
+
+
+def hub_id(name: str | None) -> str | None:
+    """`name` if it is a Hub repo id rather than a local path (the card links Hub datasets and base models)."""
+    return name if name and not Path(name).expanduser().exists() else None
+
+
+def redact(argv: list[str], secret: str | None) -> list[str]:
+    """`argv` with `secret` (a `--hub_token`, however the flag was spelled) hidden, for run_info.json and the card."""
+    return [arg.replace(secret, "<HUB_TOKEN>") for arg in argv] if secret else list(argv)
 
 
 def collate(examples: list[dict]) -> dict[str, torch.Tensor]:

@@ -1,6 +1,11 @@
 """The fer-hf command line: `python -m fer_hf COMMAND ...` (`--help` on each command).
 
     evaluate MODEL --dataset_name SOURCE    accuracy, macro-F1, per-class report, confusion matrix
+    push FOLDER REPO_ID                     upload a trained model folder (and its model card) to the Hub
+    push-dataset SOURCE REPO_ID             upload any dataset source as parquet to a Hub dataset repo
+    predict PATH... [--output F.csv|.json]  label the faces in image files and folders, one row per face
+
+Hub commands take the token from HF_TOKEN or `hf auth login`, never from the command line.
 """
 
 import argparse
@@ -9,14 +14,15 @@ import sys
 
 
 def evaluate_command(args: argparse.Namespace) -> int:
-    from transformers import AutoImageProcessor, AutoModelForImageClassification
-
-    import fer_hf  # noqa: F401  (registers the FER CNN)
     from fer_hf.data import load_fer_dataset
     from fer_hf.evaluation import evaluate_on_dataset
+    from fer_hf.hub import explain_hub_error, load_classifier
 
-    model = AutoModelForImageClassification.from_pretrained(args.model, revision=args.revision)
-    processor = AutoImageProcessor.from_pretrained(args.model, revision=args.revision)
+    try:
+        model, processor = load_classifier(args.model, revision=args.revision)
+    except Exception as error:  # a wrong folder, repo id or revision; no network and nothing cached
+        print(f"error: cannot load {args.model}: {explain_hub_error(error)}", file=sys.stderr)
+        return 1
     dataset = load_fer_dataset(args.dataset_name, seed=args.seed)
     if args.split not in dataset:
         print(f"Split {args.split!r} not in {args.dataset_name} (it has {', '.join(dataset)}).", file=sys.stderr)
@@ -31,6 +37,41 @@ def evaluate_command(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({k: v for k, v in result.items() if k != "report"}))
     return 0
+
+
+def push_command(args: argparse.Namespace) -> int:
+    from fer_hf.hub import explain_hub_error, push_folder
+
+    try:
+        commit = push_folder(args.folder, args.repo_id, private=args.private, revision=args.revision,
+                             commit_message=args.commit_message)
+    except Exception as error:  # token, permission, connection: one clear line; the folder is left as it was
+        print(f"error: could not push {args.folder} to {args.repo_id}: {explain_hub_error(error)}\n"
+              f"{args.folder} is unchanged; run the same command again once this is fixed.", file=sys.stderr)
+        return 1
+    print(f"Pushed {args.folder} to {args.repo_id} ({args.revision or 'main'}): commit {commit.oid}")
+    print(f'Load exactly this upload with revision="{commit.oid}"')
+    return 0
+
+
+def push_dataset_command(args: argparse.Namespace) -> int:
+    from fer_hf.hub import explain_hub_error, push_dataset
+
+    try:
+        commit = push_dataset(args.source, args.repo_id, private=args.private, revision=args.revision,
+                              commit_message=args.commit_message, seed=args.seed)
+    except Exception as error:  # bad data (DataError names the line), token, permission, connection
+        print(f"error: could not push {args.source} to {args.repo_id}: {explain_hub_error(error)}", file=sys.stderr)
+        return 1
+    print(f"Pushed {args.source} to the dataset repo {args.repo_id}: commit {commit.oid}")
+    print(f"Train on it with: python train.py --dataset_name {args.repo_id} ...")
+    return 0
+
+
+def predict_command(args: argparse.Namespace) -> int:
+    from fer_hf.predict import predict_command as run_predict
+
+    return run_predict(args)
 
 
 def main(argv=None) -> int:
@@ -49,6 +90,33 @@ def main(argv=None) -> int:
     evaluate.add_argument("--seed", type=int, default=42, help="seed of a photo folder's split")
     evaluate.add_argument("--json", action="store_true", help="also print the metrics as one JSON line")
     evaluate.set_defaults(handler=evaluate_command)
+
+    push = commands.add_parser("push", help="upload a model folder to the Hub")
+    push.add_argument("folder", help="a folder written by train.py (model.safetensors, run_info.json, ...)")
+    push.add_argument("repo_id", help="NAMESPACE/NAME of the model repo (created if missing)")
+    push.add_argument("--private", action="store_true", help="create the repo private (an existing one keeps its visibility)")
+    push.add_argument("--revision", default=None, help="branch to commit to (created from main if missing)")
+    push.add_argument("--commit_message", default="Upload model with fer-hf")
+    push.set_defaults(handler=push_command)
+
+    push_data = commands.add_parser("push-dataset", help="upload a dataset source as parquet to the Hub")
+    push_data.add_argument("source", help="any source train.py accepts, e.g. fer2013.csv")
+    push_data.add_argument("repo_id", help="NAMESPACE/NAME of the dataset repo (created if missing)")
+    push_data.add_argument("--private", action="store_true", help="create the repo private")
+    push_data.add_argument("--revision", default=None, help="branch to commit to (created if missing)")
+    push_data.add_argument("--commit_message", default=None)
+    push_data.add_argument("--seed", type=int, default=42, help="seed of a photo folder's split")
+    push_data.set_defaults(handler=push_dataset_command)
+
+    predict = commands.add_parser("predict", help="label the faces in image files and folders")
+    predict.add_argument("paths", nargs="+", metavar="PATH", help="image files, or folders searched recursively")
+    predict.add_argument("--model", default=None,
+                         help="model folder or Hub repo id (default: $FER_HF_MODEL, else models/fer2013-cnn, ...)")
+    predict.add_argument("--revision", default=None, help="Hub revision of the model")
+    predict.add_argument("--output", default=None, help="results.csv or results.json (default: CSV on stdout)")
+    predict.add_argument("--batch_size", type=int, default=16, help="photos read and labelled together")
+    predict.add_argument("--whole_image", action="store_true", help="classify the whole photo when no face is found")
+    predict.set_defaults(handler=predict_command)
 
     args = parser.parse_args(argv)
     return args.handler(args)

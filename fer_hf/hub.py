@@ -1,0 +1,368 @@
+"""Sharing models and datasets on the Hugging Face Hub, and loading them back.
+
+- `write_model_card`: the model card (README.md) of a training run's folder: `model_card.md` filled with
+  the run's own `run_info.json` and reports, with `model-index` metadata the Hub reads.
+- `push_folder`: uploads such a folder (safetensors weights, image processor, code files, card, reports)
+  to a model repo, as one commit.
+- `push_dataset`: any source `load_fer_dataset` reads, as parquet files in a dataset repo.
+- `load_classifier`: the one loader of the demo and of users: a local folder, or a Hub repo id at a
+  revision resolved once to a commit.
+
+No function here takes the token from the command line or from a file in the project: `huggingface_hub`
+reads it from `HF_TOKEN` or from `hf auth login` (`token=` exists for library callers).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from huggingface_hub import (
+    CommitInfo,
+    EvalResult,
+    HfApi,
+    ModelCard,
+    ModelCardData,
+    constants,
+    get_token,
+    resolve_revision,
+)
+from huggingface_hub.errors import (
+    HfHubHTTPError,
+    LocalTokenNotFoundError,
+    OfflineModeIsEnabled,
+    RepositoryNotFoundError,
+    RevisionNotFoundError,
+)
+from huggingface_hub.utils import filter_repo_objects
+from transformers import AutoImageProcessor, AutoModelForImageClassification
+
+logger = logging.getLogger(__name__)
+
+TEMPLATE_PATH = Path(__file__).resolve().parent.parent / "model_card.md"
+WEIGHTS_FILES = ("model.safetensors", "model.safetensors.index.json")
+
+# Never uploaded. Checkpoints are resumable training state (optimizer, scheduler, RNG) that only this
+# run needs; runs/ holds TensorBoard logs. Pickles (training_args.bin, *.pt, ...) run arbitrary code when
+# loaded, and training_args.bin holds a `--hub_token` in clear: the Hub gets safetensors weights only.
+PUSH_IGNORE_PATTERNS = [
+    "checkpoint-*", "runs/*", "_*", ".*", "*.bin", "*.pt", "*.pth", "*.pkl", "*.pickle", "*.ckpt", "*.lock",
+]
+
+
+# --- model card ---------------------------------------------------------------------------------
+
+
+def build_model_card(
+    output_dir: str | Path,
+    repo_id: str | None = None,
+    revision: str | None = None,
+    *,
+    template_path: str | Path = TEMPLATE_PATH,
+) -> ModelCard:
+    """Renders the model card of a training run's folder, without writing it.
+
+    Every figure comes from the folder itself: `run_info.json` (written by train.py) and the
+    `{split}_report.json` files.
+
+    No `license` is set: FER-2013 was published without one, so we cannot state a license for weights
+    trained on it (`license: other` would claim a custom license that does not exist); the card's
+    limitations section says so.
+
+    Args:
+        output_dir: A folder written by train.py.
+        repo_id: The Hub repo the card will live in, used in its code snippets. None: the folder path.
+        revision: The branch the snippets load (None: "main" for a repo, nothing for a folder).
+        template_path: The Jinja2 template.
+    """
+    folder = Path(output_dir)
+    info = json.loads((folder / "run_info.json").read_text())
+    config = json.loads((folder / "config.json").read_text())
+    metrics: dict[str, dict] = info["metrics"]
+    hub_dataset = info.get("hub_dataset")
+    dataset_name = hub_dataset or Path(info["dataset"]).stem
+    model_name = (repo_id or folder.resolve().name).split("/")[-1]
+
+    eval_results = []
+    for split, split_metrics in metrics.items():
+        common = {"task_type": "image-classification", "task_name": "Facial expression recognition",
+                  "dataset_type": dataset_name, "dataset_name": dataset_name, "dataset_split": split}
+        eval_results += [
+            EvalResult(**common, metric_type="accuracy", metric_name="Accuracy", metric_value=split_metrics["accuracy"]),
+            EvalResult(**common, metric_type="f1", metric_name="Macro F1", metric_args={"average": "macro"},
+                       metric_value=split_metrics["macro_f1"]),
+        ]
+    card_data = ModelCardData(
+        model_name=model_name,
+        library_name="transformers",
+        pipeline_tag="image-classification",
+        tags=["image-classification", "facial-expression-recognition", "fer-hf", config.get("model_type", "model")],
+        datasets=[hub_dataset] if hub_dataset else None,
+        base_model=info.get("hub_base_model"),
+        metrics=["accuracy", "f1"],
+        eval_results=eval_results or None,
+    )
+    # The confusion matrix and class balance of the held-out split that matters most.
+    shown_split = next((s for s in ("test", "validation") if s in metrics), next(iter(metrics), None))
+    image = f"{shown_split}_confusion_matrix.png"
+    return ModelCard.from_template(
+        card_data,
+        template_path=str(template_path),
+        model_name=model_name,
+        labels=info["labels"],
+        architecture=(config.get("architectures") or [config.get("model_type", "model")])[0],
+        parameters=f"{info['parameters']:,}",
+        dataset=info["dataset"],
+        metrics=metrics,
+        confusion_matrix=image if shown_split and (folder / image).is_file() else None,
+        confusion_split=shown_split,
+        splits=info["splits"],
+        command=info["command"],
+        hardware=info["hardware"],
+        precision=info["precision"],
+        train_time=_run_time(info),
+        steps=info["steps"],
+        epochs=info["epochs"],
+        versions=info["versions"],
+        repo_id=repo_id or str(output_dir),
+        revision=(revision or "main") if repo_id else None,
+        balance=_class_balance(folder, shown_split, info["labels"]),
+    )
+
+
+def write_model_card(output_dir: str | Path, repo_id: str | None = None, revision: str | None = None) -> ModelCard:
+    """Renders the model card (see `build_model_card`) into `output_dir/README.md` and returns it."""
+    card = build_model_card(output_dir, repo_id, revision)
+    card.save(Path(output_dir) / "README.md")
+    return card
+
+
+def _run_time(info: dict) -> str:
+    parts = []
+    if info.get("train_runtime_s") is not None:
+        parts.append(f"{_duration(info['train_runtime_s'])} of training")
+    if info.get("wall_time_s") is not None:
+        parts.append(f"{_duration(info['wall_time_s'])} for the whole run")
+    return ", ".join(parts) or "not recorded"
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, seconds = divmod(round(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min" if hours else f"{minutes} min {seconds:02d} s"
+
+
+def _class_balance(folder: Path, split: str | None, labels: list[str]) -> dict | None:
+    """Rarest and commonest class of `split`, counted in its report (None without a report)."""
+    report = folder / f"{split}_report.json"
+    if split is None or not report.is_file():
+        return None
+    per_class = json.loads(report.read_text())["per_class"]
+    counts = {label: int(per_class[label]["support"]) for label in labels if label in per_class}
+    rarest, commonest = min(counts, key=counts.get), max(counts, key=counts.get)
+    return {"split": split, "rarest": rarest, "rarest_count": counts[rarest],
+            "commonest": commonest, "commonest_count": counts[commonest]}
+
+
+# --- pushing ------------------------------------------------------------------------------------
+
+
+def push_folder(
+    folder: str | Path,
+    repo_id: str,
+    *,
+    private: bool = False,
+    revision: str | None = None,
+    token: str | None = None,
+    commit_message: str = "Upload model with fer-hf",
+) -> CommitInfo:
+    """Pushes a model folder (as train.py leaves it) to a Hub model repo, in one commit.
+
+    Creates the repo if needed (an existing repo keeps its visibility) and the branch `revision` if
+    given. Uploads everything but `PUSH_IGNORE_PATTERNS`: weights (safetensors only), config, image
+    processor, code files, reports, plots and a model card rendered for `repo_id` from `run_info.json`.
+
+    The local folder is only read: the card is staged elsewhere and written to `folder/README.md` once
+    the commit has succeeded, so a failed push leaves the folder exactly as it was.
+
+    Args:
+        folder: The model folder.
+        repo_id: `namespace/name` on the Hub.
+        private: Create the repo private.
+        revision: Branch to commit to (created from main if missing); None: main.
+        token: Hub token; None: `HF_TOKEN` or the `hf auth login` token.
+        commit_message: The commit's summary.
+
+    Returns:
+        The commit (`.oid` is the revision that loads exactly this upload).
+
+    Raises:
+        FileNotFoundError: `folder` holds no `model.safetensors`.
+        huggingface_hub errors and connection errors: see `explain_hub_error`.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder}: no such folder.")
+    if not any((folder / name).is_file() for name in WEIGHTS_FILES):
+        raise FileNotFoundError(f"{folder}: no model.safetensors here; push a folder written by train.py "
+                                "or save_pretrained (safetensors weights only).")
+    card = build_model_card(folder, repo_id, revision) if (folder / "run_info.json").is_file() else None
+    api = HfApi(token=token, library_name="fer-hf")
+    repo_url = api.create_repo(repo_id, private=private, exist_ok=True)
+    if revision not in (None, constants.DEFAULT_REVISION):
+        api.create_branch(repo_url.repo_id, branch=revision, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="fer-hf-push-") as staging:
+        _stage(folder, Path(staging), card)
+        commit = api.upload_folder(repo_id=repo_url.repo_id, folder_path=staging, revision=revision,
+                                   commit_message=commit_message, ignore_patterns=PUSH_IGNORE_PATTERNS)
+    if card is not None:
+        card.save(folder / "README.md")  # the local card now matches the pushed one
+    logger.info("Pushed %s to %s: commit %s", folder, repo_url.repo_id, commit.oid)
+    return commit
+
+
+def _stage(folder: Path, staging: Path, card: ModelCard | None) -> None:
+    """Mirrors the files to upload into `staging` as symlinks (no copies), with the new card as a real file."""
+    files = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
+    for name in filter_repo_objects(files, ignore_patterns=PUSH_IGNORE_PATTERNS):
+        if card is not None and name == "README.md":
+            continue  # replaced below; a symlink would let card.save write through into the folder
+        (staging / name).parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.symlink((folder / name).resolve(), staging / name)
+        except OSError:  # no symlinks (e.g. Windows without developer mode): copy instead
+            shutil.copyfile(folder / name, staging / name)
+    if card is not None:
+        card.save(staging / "README.md")
+
+
+def push_dataset(
+    source: str | Path,
+    repo_id: str,
+    *,
+    private: bool = False,
+    revision: str | None = None,
+    token: str | None = None,
+    commit_message: str | None = None,
+    **load_kwargs,
+) -> CommitInfo:
+    """Loads any `load_fer_dataset` source and pushes it as parquet files (images embedded) to a dataset repo.
+
+    `--dataset_name REPO_ID` then works for anyone, e.g. FER-2013 turned from its CSV into parquet.
+
+    Args:
+        source: A FER-2013 CSV, parquet, Kaggle or photo folder (see `load_fer_dataset`).
+        repo_id: `namespace/name` of the dataset repo.
+        private: Create the repo private.
+        revision: Branch to commit to (created if missing).
+        token: Hub token; None: `HF_TOKEN` or the `hf auth login` token.
+        commit_message: The commit's summary.
+        **load_kwargs: Passed to `load_fer_dataset` (e.g. `seed` of a photo folder's split).
+    """
+    from .data import load_fer_dataset  # here: `datasets` is slow to import, and loading models needs none of it
+
+    dataset = load_fer_dataset(source, **load_kwargs)
+    message = commit_message or f"Upload {Path(source).name} with fer-hf"
+    return dataset.push_to_hub(repo_id, private=private, revision=revision, token=token, commit_message=message)
+
+
+def explain_hub_error(error: BaseException) -> str:
+    """One clear sentence for the usual ways a Hub call fails: token, permission, repo, revision, connection."""
+    status = getattr(getattr(error, "response", None), "status_code", None)
+    first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    detail = getattr(error, "server_message", None) or first_line  # the Hub's own words, when it sent some
+    no_token = "no Hugging Face token found: set HF_TOKEN or run `hf auth login` (with a token that may write)."
+    if isinstance(error, LocalTokenNotFoundError):
+        return no_token
+    if isinstance(error, OfflineModeIsEnabled):
+        return "HF_HUB_OFFLINE=1 is set and this needs the Hub (it is not in the cache)."
+    if isinstance(error, RepositoryNotFoundError):
+        return "no such repository on the Hub (or it is private and this token may not see it)."
+    if isinstance(error, RevisionNotFoundError):
+        return "no such revision (branch, tag or commit) in the repository."
+    if status == 401 and not _sent_token(error):
+        return no_token  # the request went out anonymously, and the Hub wants to know who writes
+    if status == 401:
+        return "the Hub rejected the token (401 Unauthorized): check HF_TOKEN or run `hf auth login` again."
+    if status == 403:
+        return f"this token may not write there (403 Forbidden: {detail.strip().rstrip('.')})."
+    if isinstance(error, HfHubHTTPError):
+        return f"the Hub answered {status}: {detail}"
+    # Connection failures come from huggingface_hub's HTTP client (httpx2), not as its own errors.
+    if isinstance(error, (ConnectionError, TimeoutError)) or type(error).__module__.startswith("httpx"):
+        return f"the connection to the Hub ({constants.ENDPOINT}) broke off ({type(error).__name__}: {first_line})"
+    return f"{type(error).__name__}: {first_line}"
+
+
+def _sent_token(error: BaseException) -> bool:
+    """Whether the failed request carried a token (its Authorization header), else whether one is configured."""
+    try:
+        return "authorization" in {key.lower() for key in error.response.request.headers}
+    except (AttributeError, RuntimeError):  # no response, or a response without its request
+        return get_token() is not None
+
+
+# --- loading ------------------------------------------------------------------------------------
+
+
+def load_classifier(
+    name_or_path: str | Path,
+    *,
+    revision: str | None = None,
+    trust_remote_code: bool | None = None,
+    token: str | bool | None = None,
+    cache_dir: str | Path | None = None,
+    local_files_only: bool = False,
+):
+    """Loads an image classifier and its image processor from a folder or a Hub repo id.
+
+    The one loader of the demo and of users. For a repo id, `revision` (branch, tag or commit; None:
+    main) is resolved to a commit once, so the model and its processor come from the same commit even
+    while someone pushes. With `HF_HUB_OFFLINE=1` (or `local_files_only=True`) everything comes from the
+    cache and no request is sent. Weights load from safetensors only: a repo with just a pickle
+    (`pytorch_model.bin`) is refused, since unpickling runs code.
+
+    Args:
+        name_or_path: A model folder or a Hub repo id (`namespace/name`).
+        revision: Hub revision; a commit hash pins the exact upload.
+        trust_remote_code: Run the code files stored with the model. Not needed for the FER CNN (importing
+            fer_hf registers it) nor for models transformers knows; None means False, never a prompt.
+        token: Hub token for private repos; None: `HF_TOKEN` or the `hf auth login` token.
+        cache_dir: Hub cache folder; None: the default (`HF_HOME`).
+        local_files_only: Use the cache only.
+
+    Returns:
+        `(model, image_processor)`, the model in eval mode.
+    """
+    name = str(name_or_path)
+    if Path(name).expanduser().is_dir():
+        if revision is not None:
+            raise ValueError(f"{name} is a local folder; revision={revision!r} only applies to Hub repo ids.")
+    elif name.startswith((".", "/", "~")) or name.count("/") > 1:
+        raise FileNotFoundError(f"{name}: no such model folder (and not a Hub repo id, `namespace/name`).")
+    else:
+        offline = local_files_only or constants.HF_HUB_OFFLINE
+        # Raises a clear RepositoryNotFoundError / RevisionNotFoundError for a wrong id or revision.
+        revision = resolve_revision(name, revision=revision, token=token, cache_dir=cache_dir, local_files_only=offline)
+    common = {"revision": revision, "trust_remote_code": bool(trust_remote_code), "token": token,
+              "cache_dir": cache_dir, "local_files_only": local_files_only}
+    model = AutoModelForImageClassification.from_pretrained(name, use_safetensors=True, **common)
+    image_processor = AutoImageProcessor.from_pretrained(name, **common)
+    return model.eval(), image_processor
+
+
+__all__ = [
+    "PUSH_IGNORE_PATTERNS",
+    "build_model_card",
+    "explain_hub_error",
+    "load_classifier",
+    "push_dataset",
+    "push_folder",
+    "write_model_card",
+]

@@ -1,0 +1,368 @@
+"""The demo's handlers (app.py) called directly, and `python -m fer_hf predict`.
+
+The models are random "tiny" FER CNNs: their labels are arbitrary, so the tests check the shape of
+the answers (every face, the model's own label set, messages), not which expression wins.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+from PIL import Image, ImageOps
+
+import app
+from fer_hf import FER2013_LABELS
+from fer_hf.__main__ import main as cli
+from fer_hf.faces import FaceExpressionRecognizer
+from fer_hf.hub import load_classifier
+from fer_hf.predict import collect_images, find_model
+from tests.apptools import PHOTOS, png_header_only, save_tiny_model
+from tests.conftest import run_python
+
+GROUP = PHOTOS / "happy_three_women.jpg"  # three faces
+ONE = PHOTOS / "happy_man.jpg"  # one face, box about (80, 14, 160, 122) in 320x201
+
+
+def make_demo(folder) -> app.FaceDemo:
+    model, processor = load_classifier(folder)
+    return app.FaceDemo(FaceExpressionRecognizer(model, processor))
+
+
+@pytest.fixture(scope="module")
+def fer_model(tmp_path_factory):
+    return save_tiny_model(tmp_path_factory.mktemp("fer-tiny"))
+
+
+@pytest.fixture(scope="module")
+def demo(fer_model) -> app.FaceDemo:
+    return make_demo(fer_model)
+
+
+def upload(path, name=None) -> dict:
+    """What the photo component hands a handler with preprocess=False: Gradio's file dict."""
+    return {"path": str(path), "url": f"/gradio_api/file={path}", "orig_name": name or path.name, "size": None,
+            "mime_type": None, "is_stream": False, "meta": {"_type": "gradio.FileData"}}
+
+
+def check_scores(scores: dict, labels) -> None:
+    assert set(scores) == set(labels)
+    assert sum(scores.values()) == pytest.approx(1.0, abs=1e-4)
+
+
+# --- photos -------------------------------------------------------------------------------------
+
+
+def test_several_faces_are_all_labelled_and_selectable(demo):
+    annotated, result, scores, status = demo.analyze(upload(GROUP))
+    faces = result["faces"]
+    assert len(faces) == 3 and "3 faces" in status
+    areas = [(f["box"][2] - f["box"][0]) * (f["box"][3] - f["box"][1]) for f in faces]
+    assert areas == sorted(areas, reverse=True)  # largest first
+    assert isinstance(annotated, Image.Image) and annotated.width >= app.SHOWN_SIDE[0]
+    assert scores == faces[0]["scores"]
+    for face in faces:
+        assert face["label"] in FER2013_LABELS and 0 < face["score"] <= 1
+        check_scores(face["scores"], FER2013_LABELS)
+
+    picker, whole = demo.face_picker(result)
+    assert picker["visible"] and picker["value"] == 0 and [v for _, v in picker["choices"]] == [0, 1, 2]
+    assert picker["choices"][2][0].startswith(f"3: {faces[2]['label']}")
+    assert not whole["visible"]
+
+    image, third = demo.show_face(upload(GROUP), result, 2)
+    assert third == faces[2]["scores"] and image.size == annotated.size
+    assert not np.array_equal(np.asarray(image), np.asarray(annotated))  # another face highlighted
+
+    # A click in the middle of face 3 (in the shown image's pixels) selects it.
+    scale = annotated.width / result["width"]
+    x0, y0, x1, y1 = faces[2]["box"]
+    click = app.gr.SelectData(None, {"index": [(x0 + x1) / 2 * scale, (y0 + y1) / 2 * scale], "value": None})
+    index, _, clicked = demo.pick_face(upload(GROUP), result, click)
+    assert index == 2 and clicked == faces[2]["scores"]
+
+
+def test_a_plain_path_and_one_face(demo):
+    annotated, result, scores, status = demo.analyze(str(ONE))
+    assert len(result["faces"]) == 1 and status.startswith("Found **1 face**")
+    assert (result["width"], result["height"]) == (320, 201)
+    picker, whole = demo.face_picker(result)
+    assert not picker["visible"] and not whole["visible"]
+
+
+def test_clearing_the_photo_resets_the_outputs(demo):
+    annotated, result, scores, status = demo.analyze(None)
+    assert (annotated, result, scores) == (None, None, None) and "Upload a photo" in status
+    picker, whole = demo.face_picker(result)
+    assert not picker["visible"] and picker["choices"] == [] and not whole["visible"]
+
+
+def test_no_face_says_so_and_offers_the_whole_image(demo, tmp_path):
+    sky = tmp_path / "sky.png"
+    gradient = np.linspace(40, 220, 300, dtype=np.uint8)
+    Image.fromarray(np.stack([np.tile(gradient, (200, 1))] * 3, axis=-1)).save(sky)
+    annotated, result, scores, status = demo.analyze(upload(sky))
+    assert result["faces"] == [] and scores is None and "No face found" in status
+    assert isinstance(annotated, Image.Image)
+    picker, whole = demo.face_picker(result)
+    assert whole["visible"] and not picker["visible"]
+
+    annotated, result, scores, status = demo.analyze_whole_image(upload(sky))
+    (face,) = result["faces"]
+    assert face["box"] == (0, 0, 300, 200) and face["detection_score"] is None
+    assert "whole image" in status
+    check_scores(scores, FER2013_LABELS)
+    assert not demo.face_picker(result)[1]["visible"]
+
+
+# --- bad uploads: a message in the page, never an exception -------------------------------------
+
+
+def _not_an_image(folder):
+    path = folder / "notes.jpg"
+    path.write_text("these are my notes, not a photo\n")
+    return path
+
+
+def _empty(folder):
+    path = folder / "empty.png"
+    path.write_bytes(b"")
+    return path
+
+
+def _truncated(folder):
+    path = folder / "cut.jpg"
+    data = ONE.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    return path
+
+
+def _enormous(folder):
+    return png_header_only(folder / "huge.png", 9_000, 8_000)  # 72 MP: above load_image's 64 MP limit
+
+
+@pytest.mark.parametrize(
+    "make, reason",
+    [(_not_an_image, "cannot identify"), (_empty, "Cannot read image"), (_truncated, "truncated"),
+     (_enormous, "72,000,000 pixels")],
+    ids=["not-an-image", "empty", "truncated", "enormous"],
+)
+def test_bad_uploads_give_a_message(demo, tmp_path, make, reason):
+    path = make(tmp_path)
+    annotated, result, scores, status = demo.analyze(upload(path, name=f"my {path.name}"))
+    assert (annotated, result, scores) == (None, None, None)
+    assert status.startswith("**Could not use this file.**") and reason in status
+    assert f"my {path.name}" in status and str(tmp_path) not in status  # the user's name, not the temp path
+    assert "max_pixels" not in status  # a hint for programmers, not for the page
+
+
+def test_a_failing_model_gives_a_message_too(demo, monkeypatch):
+    def broken(image):
+        raise RuntimeError("weights on fire")
+
+    monkeypatch.setattr(demo, "recognizer", broken)
+    annotated, result, scores, status = demo.analyze(upload(ONE))
+    assert (annotated, result, scores) == (None, None, None)
+    assert status == "**Could not label this photo.** RuntimeError: weights on fire"
+
+
+def _animated(folder):
+    path = folder / "animated.gif"
+    first = Image.open(ONE).convert("RGB")
+    second = Image.open(PHOTOS / "sad_man.jpg").convert("RGB").resize(first.size)
+    first.save(path, save_all=True, append_images=[second], duration=200, loop=0)
+    return path
+
+
+def _sixteen_bit(folder):
+    path = folder / "gray16.png"
+    gray = np.asarray(Image.open(ONE).convert("L")).astype(np.uint16) * 257
+    Image.fromarray(gray).save(path)
+    assert Image.open(path).mode.startswith("I")
+    return path
+
+
+def _cmyk(folder):
+    path = folder / "cmyk.jpg"
+    Image.open(ONE).convert("CMYK").save(path, quality=95)
+    return path
+
+
+def _exif_rotated(folder):
+    path = folder / "rotated.jpg"
+    stored = Image.open(ONE).convert("RGB").transpose(Image.Transpose.ROTATE_90)  # as a phone stores it
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation: rotate 90 degrees clockwise to show it upright
+    stored.save(path, exif=exif, quality=95)
+    assert ImageOps.exif_transpose(Image.open(path)).size == (320, 201)
+    return path
+
+
+@pytest.mark.parametrize("make", [_animated, _sixteen_bit, _cmyk, _exif_rotated],
+                         ids=["animated", "16-bit", "cmyk", "exif-rotated"])
+def test_odd_photos_are_read_upright(demo, tmp_path, make):
+    annotated, result, scores, status = demo.analyze(upload(make(tmp_path)))
+    assert (result["width"], result["height"]) == (320, 201)  # upright, first frame
+    (face,) = result["faces"]
+    assert face["box"] == pytest.approx((80, 14, 160, 122), abs=8)
+    assert annotated.mode == "RGB" and status.startswith("Found **1 face**")
+    assert ("animated" in status) == (make is _animated)
+
+
+# --- any model's labels, and the live stream ------------------------------------------------------
+
+
+def test_a_two_label_model_works_unchanged(tmp_path):
+    two = make_demo(save_tiny_model(tmp_path / "happy-sad", ["happy", "sad"]))
+    annotated, result, scores, status = two.analyze(upload(GROUP))
+    assert len(result["faces"]) == 3
+    check_scores(scores, ["happy", "sad"])
+    assert {face["label"] for face in result["faces"]} <= {"happy", "sad"}
+    assert two.face_picker(result)[0]["choices"][0][0].split()[1] in ("happy", "sad")
+    frame = np.asarray(Image.open(ONE).convert("RGB"))
+    image, live_scores, live_status = two.live(frame)
+    check_scores(live_scores, ["happy", "sad"])
+
+
+def test_a_vit_saved_to_a_folder_works_unchanged(tmp_path):
+    from transformers import ViTConfig, ViTForImageClassification, ViTImageProcessor
+
+    labels = ["neutral", "smiling", "frowning"]
+    config = ViTConfig(image_size=32, patch_size=16, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                       intermediate_size=64, id2label=dict(enumerate(labels)), label2id={n: i for i, n in enumerate(labels)})
+    ViTForImageClassification(config).save_pretrained(tmp_path / "vit")
+    ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(tmp_path / "vit")
+    vit = make_demo(tmp_path / "vit")
+    annotated, result, scores, status = vit.analyze(upload(GROUP))
+    assert len(result["faces"]) == 3 and status.startswith("Found **3 faces**")
+    check_scores(scores, labels)
+
+
+def test_live_frames(demo):
+    frame = np.asarray(Image.open(GROUP).convert("RGB").resize((320, 240)))
+    image, scores, status = demo.live(frame)
+    assert isinstance(image, Image.Image) and image.size == (640, 480)
+    check_scores(scores, FER2013_LABELS)
+    assert status.startswith("3 faces (") and status.endswith(" ms)")
+    image, scores, status = demo.live(np.zeros((240, 320, 3), np.uint8))
+    assert scores is None and status.startswith("No face in view")
+    assert demo.live(None) == (None, None, "")
+
+
+def test_the_blocks_stream_and_examples_settings(fer_model, tmp_path, monkeypatch):
+    monkeypatch.setenv("GRADIO_EXAMPLES_CACHE", str(tmp_path))  # not .gradio/ in the checkout
+    demo = app.build_demo(str(fer_model))
+    stream = next(fn for fn in demo.fns.values() if fn.name == "live")
+    assert stream.connection == "stream"
+    assert (stream.stream_every, stream.time_limit, stream.concurrency_limit) == (
+        app.STREAM_EVERY, app.STREAM_TIME_LIMIT, app.STREAM_CONCURRENCY)
+    assert 0 < app.STREAM_TIME_LIMIT <= 120 and app.STREAM_CONCURRENCY >= 1
+    photo = next(fn for fn in demo.fns.values() if fn.name == "analyze")
+    assert photo.preprocess is False  # the handler reads uploads itself, with clear messages
+    assert app.EXAMPLES and all(path.stat().st_size < 100_000 for path in app.EXAMPLES)
+
+
+def test_find_model(tmp_path, monkeypatch):
+    monkeypatch.delenv("FER_HF_MODEL", raising=False)
+    with pytest.raises(FileNotFoundError, match="pass --model"):
+        find_model(None, tmp_path)
+    (tmp_path / "models" / "other").mkdir(parents=True)
+    (tmp_path / "models" / "other" / "config.json").write_text("{}")
+    assert find_model(None, tmp_path) == str(tmp_path / "models" / "other")
+    (tmp_path / "models" / "happy-sad-cnn").mkdir()
+    (tmp_path / "models" / "happy-sad-cnn" / "config.json").write_text("{}")
+    assert find_model(None, tmp_path) == str(tmp_path / "models" / "happy-sad-cnn")
+    (tmp_path / "models" / "fer2013-cnn").mkdir()
+    (tmp_path / "models" / "fer2013-cnn" / "config.json").write_text("{}")
+    assert find_model(None, tmp_path) == str(tmp_path / "models" / "fer2013-cnn")
+    monkeypatch.setenv("FER_HF_MODEL", "someone/model")
+    assert find_model(None, tmp_path) == "someone/model"
+    assert find_model("local/folder", tmp_path) == "local/folder"
+
+
+# --- python -m fer_hf predict --------------------------------------------------------------------
+
+
+@pytest.fixture
+def photo_tree(tmp_path):
+    """photos/: the fixture photos, a sub-folder with a photo without a face, a truncated JPEG, a note."""
+    root = tmp_path / "photos"
+    (root / "sub" / ".hidden").mkdir(parents=True)
+    for photo in (GROUP, ONE):
+        (root / photo.name).write_bytes(photo.read_bytes())
+    Image.new("RGB", (200, 150), (30, 120, 200)).save(root / "sub" / "sky.png")
+    _truncated(root / "sub")
+    (root / "sub" / "notes.txt").write_text("not an image")
+    (root / "sub" / ".hidden" / "x.jpg").write_text("ignored: hidden")
+    return root
+
+
+def test_collect_images(photo_tree):
+    files, ignored = collect_images([photo_tree, photo_tree / "missing.jpg"])
+    names = [path.relative_to(photo_tree).as_posix() for path in files]
+    assert names == ["happy_man.jpg", "happy_three_women.jpg", "sub/cut.jpg", "sub/sky.png", "missing.jpg"]
+    assert ignored == 1  # notes.txt; hidden folders are not searched
+
+
+def test_predict_cli_writes_csv(fer_model, photo_tree, tmp_path):
+    output = tmp_path / "out" / "results.csv"
+    run = run_python(["-m", "fer_hf", "predict", photo_tree, photo_tree / "missing.jpg", "--model", fer_model,
+                      "--output", output, "--batch_size", "2"], env={"OMP_NUM_THREADS": "1"}, check=False)
+    assert run.returncode == 1, run.stdout  # some files could not be read
+    with open(output, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert list(rows[0]) == [*("file face status x0 y0 x1 y1 label score detection_score error".split()),
+                             *(f"p_{label}" for label in FER2013_LABELS)]
+    by_status = {}
+    for row in rows:
+        by_status.setdefault(row["status"], []).append(row)
+    assert len(by_status["face"]) == 4  # 3 + 1, one row per face
+    group = [row for row in by_status["face"] if row["file"].endswith("happy_three_women.jpg")]
+    assert [row["face"] for row in group] == ["0", "1", "2"]
+    for row in by_status["face"]:
+        assert row["label"] in FER2013_LABELS and float(row["score"]) == max(float(row[f"p_{n}"]) for n in FER2013_LABELS)
+        assert int(row["x1"]) > int(row["x0"])
+    (no_face,) = by_status["no face"]
+    assert no_face["file"].endswith("sky.png") and no_face["label"] == ""
+    errors = {row["file"].split("/")[-1]: row["error"] for row in by_status["error"]}
+    assert set(errors) == {"cut.jpg", "missing.jpg"} and "truncated" in errors["cut.jpg"]
+    # Rows follow the files' order; the log names and counts the unreadable files.
+    assert [(row["file"].split("/")[-1], row["status"]) for row in rows] == [
+        ("happy_man.jpg", "face"), *[("happy_three_women.jpg", "face")] * 3, ("cut.jpg", "error"),
+        ("sky.png", "no face"), ("missing.jpg", "error")]
+    assert "2 unreadable" in run.stdout and "cut.jpg" in run.stdout and "missing.jpg" in run.stdout
+    assert "Ignored 1 file" in run.stdout
+
+
+def test_predict_cli_writes_json_and_stdout(tmp_path, photo_tree, capsys):
+    model = save_tiny_model(tmp_path / "happy-sad", ["happy", "sad"])
+    output = tmp_path / "results.json"
+    assert cli(["predict", str(photo_tree / "happy_three_women.jpg"), str(photo_tree / "sub"), "--model", str(model),
+                "--output", str(output), "--whole_image"]) == 1
+    report = json.loads(output.read_text())
+    assert report["labels"] == ["happy", "sad"] and report["model"] == str(model)
+    summary = report["summary"]
+    assert (summary["files"], summary["faces"], summary["unreadable"]) == (3, 4, 1)  # sky.png classified whole
+    assert summary["unreadable_files"][0]["file"].endswith("cut.jpg")
+    rows = report["rows"]
+    assert [row["status"] for row in rows] == ["face", "face", "face", "error", "face"]
+    sky = rows[-1]
+    assert sky["file"].endswith("sky.png") and sky["detection_score"] is None and sky["x1"] == 200
+    assert set(rows[0]["scores"]) == {"happy", "sad"}
+
+    capsys.readouterr()
+    assert cli(["predict", str(ONE), "--model", str(model)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("file,face,status") and lines[0].endswith("p_happy,p_sad") and len(lines) == 2
+
+
+def test_predict_cli_without_images_or_model(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("FER_HF_MODEL", raising=False)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "empty").mkdir()
+    assert cli(["predict", str(tmp_path / "empty")]) == 2
+    assert "no image files" in capsys.readouterr().err
+    assert cli(["predict", str(ONE)]) == 1
+    assert "pass --model" in capsys.readouterr().err

