@@ -27,6 +27,7 @@ from transformers import (
     EarlyStoppingCallback,
     HfArgumentParser,
     Trainer,
+    TrainerCallback,
     TrainingArguments,
 )
 from transformers.trainer_utils import get_last_checkpoint
@@ -155,7 +156,8 @@ def main():
         if split in dataset:
             dataset[split].set_transform(make_transform(image_processor, train=False, grayscale=grayscale))
 
-    callbacks = []
+    training_time = TrainingTimeCallback(checkpoint)
+    callbacks = [training_time]
     if model_args.early_stopping_patience:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=model_args.early_stopping_patience))
     trainer = FerTrainer(
@@ -202,7 +204,7 @@ def main():
             "hardware": hardware_description(training_args),
             "epochs": trainer.state.epoch,
             "steps": trainer.state.global_step,
-            "train_runtime_s": train_result.metrics.get("train_runtime"),
+            "train_runtime_s": training_time.seconds_at_end,  # summed over every resumed part
             "wall_time_s": round(time.time() - started, 1),
             "metrics": split_metrics,
             "versions": {"transformers": transformers.__version__, "torch": torch.__version__},
@@ -274,6 +276,32 @@ def hub_id(name: str | None) -> str | None:
 def redact(argv: list[str], secret: str | None) -> list[str]:
     """`argv` with `secret` (a `--hub_token`, however the flag was spelled) hidden, for run_info.json and the card."""
     return [arg.replace(secret, "<HUB_TOKEN>") for arg in argv] if secret else list(argv)
+
+
+class TrainingTimeCallback(TrainerCallback):
+    """Training time summed over a run and its resumptions: each checkpoint records the seconds so far.
+
+    `train_runtime` from `Trainer.train()` counts only the last part of a resumed run.
+    """
+
+    FILE = "training_time.json"
+
+    def __init__(self, resumed_from: str | None):
+        record = Path(resumed_from or "") / self.FILE
+        self.before = json.loads(record.read_text())["seconds"] if resumed_from and record.exists() else 0.0
+        self.started = time.time()
+        self.seconds_at_end = None
+
+    def seconds(self) -> float:
+        return round(self.before + time.time() - self.started, 1)
+
+    def on_save(self, args, state, control, **kwargs):
+        if state.is_world_process_zero:
+            checkpoint = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+            (checkpoint / self.FILE).write_text(json.dumps({"seconds": self.seconds()}))
+
+    def on_train_end(self, args, state, control, **kwargs):
+        self.seconds_at_end = self.seconds()
 
 
 def collate(examples: list[dict]) -> dict[str, torch.Tensor]:

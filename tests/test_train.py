@@ -78,6 +78,9 @@ def test_rerun_after_sigkill_resumes_from_the_last_checkpoint(tmp_path):
     assert resumed_from >= 3
     state = json.loads((out / "trainer_state.json").read_text())
     assert state["global_step"] == 12
+    # The training time counts the killed part too, not only the resumed one that Trainer reports.
+    resumed_part = json.loads((out / "train_results.json").read_text())["train_runtime"]
+    assert json.loads((out / "run_info.json").read_text())["train_runtime_s"] > resumed_part
 
 
 def test_any_hub_image_classifier_fine_tunes_with_its_own_processor(tmp_path):
