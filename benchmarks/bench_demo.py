@@ -13,16 +13,15 @@ Writes benchmarks/results/demo.md. Run it on an otherwise idle machine.
 """
 
 import argparse
-import platform
 import statistics
 import time
-from datetime import date
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
 
+from common import machine, write_table  # first: puts the repo root on sys.path for fer_hf
 from fer_hf.faces import FaceDetector, FaceExpressionRecognizer, crop_face, load_image
 from fer_hf.hub import load_classifier
 
@@ -94,13 +93,12 @@ def main():
             call = "happy" if scores[labels[happy]] >= scores[labels[sad]] else "sad"
             right += call == path.parent.name
 
-    cpu = next((l.split(":", 1)[1].strip() for l in Path("/proc/cpuinfo").read_text().splitlines() if l.startswith("model name")), platform.machine())
     n = len(photos)
-    table = "\n".join([
+    write_table(args.output, [
         "# Demo path: face detection + expression classification",
         "",
         f"Command: `python benchmarks/bench_demo.py --model {args.model} --frames {args.frames}`  ",
-        f"Date: {date.today()}; machine: {cpu}, {torch.get_num_threads()} threads; torch {torch.__version__}; "
+        f"{machine()}; "
         f"detector: {detector!r}; model: {args.model} ({', '.join(labels)}).",
         "",
         f"## {len(frames)} frames of 640x480 cut from the real happy/sad photos",
@@ -117,11 +115,7 @@ def main():
         "|---|---|---|---|---|",
         f"| {found}/{n} ({found / n:.1%}) | {right}/{n} ({right / n:.1%}) | {statistics.median(photo_ms):.0f} | "
         f"{np.percentile(photo_ms, 90):.0f} | {max(photo_ms):.0f} |",
-        "",
     ])
-    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.output).write_text(table)
-    print(table)
 
 
 if __name__ == "__main__":

@@ -12,16 +12,15 @@ Writes benchmarks/results/inference.md. Run it on an otherwise idle machine.
 """
 
 import argparse
-import platform
 import statistics
 import time
-from datetime import date
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
 
+from common import machine, write_table  # first: puts the repo root on sys.path for fer_hf
 import fer_hf  # noqa: F401  (registers the FER CNN)
 from fer_hf import FerCNNForImageClassification, FerConfig, FerImageProcessor
 from transformers import AutoImageProcessor, AutoModelForImageClassification
@@ -130,12 +129,11 @@ def main():
             rows.append(f"| {name} | {params / 1e6:.2f}M | {mode} | {batch_rate:,.0f} | {median_ms:.2f} | {p90_ms:.2f} | {accuracy} |")
             print(rows[-1], flush=True)
 
-    cpu = next((l.split(":", 1)[1].strip() for l in Path("/proc/cpuinfo").read_text().splitlines() if l.startswith("model name")), platform.machine())
-    table = "\n".join([
+    write_table(args.output, [
         "# FER CNN inference speed, preprocessing included",
         "",
         f"Command: `python benchmarks/bench_inference.py --repeats {args.repeats}`  ",
-        f"Date: {date.today()}; machine: {cpu}, {torch.get_num_threads()} threads; torch {torch.__version__}; inputs: {source}.",
+        f"{machine()}; inputs: {source}.",
         "faces/s: batches of 256 PIL faces through the image processor and the model (median of the repeats).",
         "One face: the same path for a single face. bf16 = bf16 autocast + channels_last. Accuracy: PublicTest",
         "rows of the model's classes (their count in brackets), under that mode.",
@@ -143,11 +141,7 @@ def main():
         "| model | parameters | mode | faces/s (batch 256) | one face, median ms | one face, p90 ms | PublicTest accuracy |",
         "|---|---|---|---|---|---|---|",
         *rows,
-        "",
     ])
-    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.output).write_text(table)
-    print(f"wrote {args.output}")
 
 
 if __name__ == "__main__":

@@ -10,13 +10,12 @@ Writes benchmarks/results/train_throughput.md.
 """
 
 import argparse
-import platform
 import time
-from datetime import date
 from pathlib import Path
 
 import torch
 
+from common import machine, write_table  # first: puts the repo root on sys.path for fer_hf
 from fer_hf import FER_CNN_VARIANTS, FerCNNForImageClassification, FerConfig, FerImageProcessor
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -70,22 +69,17 @@ def main():
         rows.append(f"| {variant} | {params / 1e6:.2f}M | {fp32:.0f} | {fast:.0f} | {fast / fp32:.2f}x |")
         print(rows[-1], flush=True)
 
-    cpu = next((l.split(":", 1)[1].strip() for l in Path("/proc/cpuinfo").read_text().splitlines() if l.startswith("model name")), platform.machine())
-    table = "\n".join([
+    write_table(args.output, [
         "# FER CNN training throughput: fp32 vs the CPU fast path (bf16 autocast + channels_last)",
         "",
         f"Command: `python benchmarks/bench_train_throughput.py --steps {args.steps} --batch_size {args.batch_size}`  ",
-        f"Date: {date.today()}; machine: {cpu}, {torch.get_num_threads()} threads; torch {torch.__version__}; "
+        f"{machine()}; "
         f"batch {args.batch_size} of {source}; {args.steps} timed AdamW steps after 3 warm-up steps.",
         "" if bf16 else "This CPU has no bf16 support: the fast path column is empty.",
         "| variant | parameters | fp32 images/s | fast path images/s | speed-up |",
         "|---|---|---|---|---|",
         *rows,
-        "",
     ])
-    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.output).write_text(table)
-    print(f"wrote {args.output}")
 
 
 if __name__ == "__main__":
