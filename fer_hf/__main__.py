@@ -14,7 +14,7 @@ import sys
 
 
 def evaluate_command(args: argparse.Namespace) -> int:
-    from fer_hf.data import load_fer_dataset
+    from fer_hf.data import load_fer_dataset, select_labels
     from fer_hf.evaluation import evaluate_on_dataset
     from fer_hf.hub import explain_hub_error, load_classifier
 
@@ -24,6 +24,8 @@ def evaluate_command(args: argparse.Namespace) -> int:
         print(f"error: cannot load {args.model}: {explain_hub_error(error)}", file=sys.stderr)
         return 1
     dataset = load_fer_dataset(args.dataset_name, seed=args.seed)
+    if args.labels:
+        dataset = select_labels(dataset, args.labels)
     if args.split not in dataset:
         print(f"Split {args.split!r} not in {args.dataset_name} (it has {', '.join(dataset)}).", file=sys.stderr)
         return 2
@@ -83,6 +85,8 @@ def main(argv=None) -> int:
     evaluate.add_argument("model", help="model folder or Hub repo id")
     evaluate.add_argument("--dataset_name", required=True, help="any source train.py accepts")
     evaluate.add_argument("--split", default="validation")
+    evaluate.add_argument("--labels", nargs="+", default=None,
+                          help="score only these classes (e.g. --labels happy sad: a 7-class model by its happy-vs-sad scores)")
     evaluate.add_argument("--revision", default=None, help="Hub revision of the model")
     evaluate.add_argument("--output_dir", default=None, help="write the report and confusion matrix here")
     evaluate.add_argument("--batch_size", type=int, default=256)

@@ -131,6 +131,8 @@ def build_model_card(
         repo_id=repo_id or str(output_dir),
         revision=(revision or "main") if repo_id else None,
         balance=_class_balance(folder, shown_split, info["labels"]),
+        # How a run was really made when one command does not tell it (e.g. stopped and resumed).
+        notes=(folder / "TRAINING_NOTES.md").read_text().strip() if (folder / "TRAINING_NOTES.md").is_file() else None,
     )
 
 
