@@ -43,3 +43,11 @@ def test_card_metrics_are_reproduced_by_the_evaluate_command(folder):
     assert printed["samples"] == info["metrics"]["validation"]["samples"]
     assert printed["accuracy"] == pytest.approx(accuracy, abs=1e-9)
     assert printed["macro_f1"] == pytest.approx(info["metrics"]["validation"]["macro_f1"], abs=1e-9)
+
+
+@pytest.mark.parametrize("folder", MODELS, ids=[p.name for p in MODELS])
+def test_bundled_code_is_the_package_code(folder):
+    # Users without fer_hf run these copies: a change to fer_hf's model code must be re-saved here
+    # (`model.save_pretrained(folder)` with fer_hf imported copies the files again).
+    for name in ("configuration_fer.py", "modeling_fer.py", "image_processing_fer.py"):
+        assert (folder / name).read_text() == (ROOT / "fer_hf" / name).read_text(), f"{folder.name}/{name} is stale"
