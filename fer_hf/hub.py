@@ -321,6 +321,7 @@ def load_classifier(
     token: str | bool | None = None,
     cache_dir: str | Path | None = None,
     local_files_only: bool = False,
+    allow_pickle: bool = False,
 ):
     """Loads an image classifier and its image processor from a folder or a Hub repo id.
 
@@ -338,9 +339,14 @@ def load_classifier(
         token: Hub token for private repos; None: `HF_TOKEN` or the `hf auth login` token.
         cache_dir: Hub cache folder; None: the default (`HF_HOME`).
         local_files_only: Use the cache only.
+        allow_pickle: Also accept pickle weights (`pytorch_model.bin`) when there are no safetensors.
+            Only for sources you trust: unpickling can run any code.
 
     Returns:
         `(model, image_processor)`, the model in eval mode.
+
+    Raises:
+        OSError: the model offers only pickle weights and `allow_pickle` is False (the message says so).
     """
     name = str(name_or_path)
     if Path(name).expanduser().is_dir():
@@ -354,7 +360,18 @@ def load_classifier(
         revision = resolve_revision(name, revision=revision, token=token, cache_dir=cache_dir, local_files_only=offline)
     common = {"revision": revision, "trust_remote_code": bool(trust_remote_code), "token": token,
               "cache_dir": cache_dir, "local_files_only": local_files_only}
-    model = AutoModelForImageClassification.from_pretrained(name, use_safetensors=True, **common)
+    try:
+        model = AutoModelForImageClassification.from_pretrained(
+            name, use_safetensors=None if allow_pickle else True, **common
+        )
+    except OSError as error:
+        if allow_pickle or "safetensors" not in str(error):
+            raise
+        raise OSError(
+            f"{name} has no safetensors weights (model.safetensors). fer-hf does not load pickle weights "
+            "(pytorch_model.bin, *.pt) by default, because unpickling a file can run any code. Convert them "
+            "to safetensors, or pass allow_pickle=True if you trust where the model comes from."
+        ) from error
     image_processor = AutoImageProcessor.from_pretrained(name, **common)
     return model.eval(), image_processor
 

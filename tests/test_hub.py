@@ -313,3 +313,22 @@ def test_push_dataset_then_load_it_by_hub_id(hub, fer_rows, tmp_path):
     assert {split: part["rows"] for split, part in loaded.items()} == expected
     assert all(part["names"] == FER2013_LABELS for part in loaded.values())
     _check_hub_has_no_secret(hub)
+
+
+def test_pickle_only_weights_are_refused_unless_allowed(tmp_path):
+    # No Hub needed: the same refusal applies to local folders and to downloaded repos.
+    import torch
+
+    from fer_hf import FerCNNForImageClassification, FerConfig, FerImageProcessor
+    from fer_hf.hub import load_classifier
+
+    model = FerCNNForImageClassification(FerConfig(hidden_sizes=[4, 8], depths=[1, 1])).eval()
+    model.save_pretrained(tmp_path)
+    FerImageProcessor().save_pretrained(tmp_path)
+    (tmp_path / "model.safetensors").unlink()
+    torch.save(model.state_dict(), tmp_path / "pytorch_model.bin")
+    with pytest.raises(OSError, match="no safetensors weights.*allow_pickle=True"):
+        load_classifier(tmp_path)
+    loaded, _ = load_classifier(tmp_path, allow_pickle=True)  # the explicit opt-in
+    pixel_values = torch.zeros(1, 1, 48, 48)
+    assert torch.equal(loaded(pixel_values).logits, model(pixel_values).logits)
