@@ -190,3 +190,17 @@ def test_select_labels_keeps_and_renumbers_the_named_classes(tmp_path, fer_rows)
         assert happy_sad[split]["label"] == expected and expected
     with pytest.raises(DataError, match="unknown: \\['joy'\\]"):
         select_labels(dataset, ["happy", "joy"])
+
+
+def test_decompression_bomb_is_refused_by_name_or_skipped_and_counted(tmp_path, caplog):
+    from tests.apptools import png_header_only
+
+    root = _photo_folder(tmp_path / "photos")
+    # 20,000 x 10,000 = 200 megapixels, above twice Pillow's MAX_IMAGE_PIXELS: Pillow refuses it on open.
+    png_header_only(root / "sad" / "bomb.png", 20_000, 10_000)
+    with pytest.raises(DataError, match=r"bomb\.png: refused as a decompression bomb"):
+        load_fer_dataset(root)
+    with caplog.at_level(logging.WARNING, logger="fer_hf.data"):
+        dataset = load_fer_dataset(root, skip_bad_images=True)
+    assert sum(len(v) for v in dataset.values()) == 8
+    assert "bomb.png" in caplog.text and "Skipped 1 unreadable image file(s)" in caplog.text
