@@ -30,7 +30,6 @@ from transformers import (
     TrainerCallback,
     TrainingArguments,
 )
-from transformers.trainer_utils import get_last_checkpoint
 
 from fer_hf import FER_CNN_VARIANTS, FerCNNForImageClassification, FerConfig, FerImageProcessor
 from fer_hf.data import load_fer_dataset, make_transform, select_labels
@@ -104,7 +103,7 @@ def main():
     # A rerun of the same command picks up where a crashed or stopped run left off.
     checkpoint = training_args.resume_from_checkpoint
     if checkpoint is None and Path(training_args.output_dir).is_dir():
-        checkpoint = get_last_checkpoint(training_args.output_dir)
+        checkpoint = last_complete_checkpoint(training_args.output_dir)
     if checkpoint is not None:
         logger.warning("Resuming from %s", Path(checkpoint).name)
 
@@ -276,6 +275,25 @@ def hub_id(name: str | None) -> str | None:
 def redact(argv: list[str], secret: str | None) -> list[str]:
     """`argv` with `secret` (a `--hub_token`, however the flag was spelled) hidden, for run_info.json and the card."""
     return [arg.replace(secret, "<HUB_TOKEN>") for arg in argv] if secret else list(argv)
+
+
+def last_complete_checkpoint(output_dir: str) -> str | None:
+    """The newest checkpoint that was written to the end, skipping (and naming) any a crash cut short.
+
+    Trainer writes a checkpoint in place and `trainer_state.json` after the weights, optimizer and RNG
+    state; `transformers.trainer_utils.get_last_checkpoint` would pick a half-written folder.
+    """
+    def step(folder: Path) -> int:
+        suffix = folder.name.rsplit("-", 1)[-1]
+        return int(suffix) if suffix.isdigit() else -1
+
+    for folder in sorted(Path(output_dir).glob("checkpoint-*"), key=step, reverse=True):
+        try:
+            json.loads((folder / "trainer_state.json").read_text())
+            return str(folder)
+        except (OSError, ValueError):
+            logger.warning("Skipping %s: incomplete (its trainer_state.json is missing or cut short).", folder.name)
+    return None
 
 
 class TrainingTimeCallback(TrainerCallback):

@@ -118,3 +118,20 @@ def test_accelerate_launch_runs_two_cpu_processes(tmp_path):
     # The loss is a per-batch mean; Trainer must not scale it by the process count (7 classes: ln 7 = 1.95).
     train_loss = json.loads((out / "train_results.json").read_text())["train_loss"]
     assert train_loss < 2.5
+
+
+def test_a_checkpoint_cut_short_by_a_crash_is_skipped(tmp_path):
+    # The state a crash during a save leaves: the newest checkpoint folder without (or with a truncated)
+    # trainer_state.json, which Trainer writes after the weights. Killing a process inside that
+    # millisecond window cannot be timed reliably, so the test makes that state on disk.
+    out = tmp_path / "cut"
+    args = [ROOT / "train.py", "--dataset_name", FER_DIR, "--output_dir", out, "--max_steps", "6",
+            "--max_train_samples", "256", "--max_eval_samples", "64", "--eval_strategy", "steps", "--eval_steps", "3",
+            "--save_strategy", "steps", "--save_steps", "3", *FAST]
+    run_python(args)
+    state = out / "checkpoint-6" / "trainer_state.json"
+    state.write_text(state.read_text()[:40])  # cut short mid-write
+    result = run_python(args, env={"PYTHONUNBUFFERED": "1"})
+    assert "Skipping checkpoint-6: incomplete" in result.stdout
+    assert "Resuming from checkpoint-3" in result.stdout
+    assert json.loads((out / "trainer_state.json").read_text())["global_step"] == 6
