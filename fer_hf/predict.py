@@ -21,11 +21,10 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
+from .data import IMAGE_EXTENSIONS
 from .faces import FaceExpressionRecognizer, load_image
 
 logger = logging.getLogger(__name__)
-
-IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
 
 # Where app.py and the CLI look for a model when none is given, in this order.
 BUNDLED_MODELS = ("models/fer2013-cnn", "models/happy-sad-cnn")
