@@ -82,7 +82,8 @@ def load_fer_dataset(
         parquet_files = sorted(p for p in path.rglob("*.parquet") if not p.stem.endswith("_meta"))
         if parquet_files:
             return _load_parquet(parquet_files)
-        if (path / "train").is_dir() and _class_folders(path / "train"):
+        # Only the layout is checked here; load_kaggle_folders scans (and reports) each folder once.
+        if (path / "train").is_dir() and any(p.is_dir() for p in (path / "train").iterdir()):
             return load_kaggle_folders(path, skip_bad_images=skip_bad_images)
         return load_photo_folder(
             path, seed=seed, validation_fraction=validation_fraction, test_fraction=test_fraction,

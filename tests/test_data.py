@@ -204,3 +204,12 @@ def test_decompression_bomb_is_refused_by_name_or_skipped_and_counted(tmp_path, 
         dataset = load_fer_dataset(root, skip_bad_images=True)
     assert sum(len(v) for v in dataset.values()) == 8
     assert "bomb.png" in caplog.text and "Skipped 1 unreadable image file(s)" in caplog.text
+
+
+def test_kaggle_folders_report_each_skipped_file_once(tmp_path, fer_rows, caplog):
+    root = write_kaggle_folders(tmp_path / "kaggle", fer_rows[:4])
+    notes = next((root / "train").iterdir()) / "notes.txt"
+    notes.write_text("not an image")
+    with caplog.at_level(logging.WARNING, logger="fer_hf.data"):
+        load_fer_dataset(root)
+    assert caplog.text.count("notes.txt") == 1
