@@ -6,10 +6,11 @@ import shutil
 
 import numpy as np
 import pytest
+from datasets import DatasetDict
 from PIL import Image
 
 from fer_hf import FER2013_LABELS
-from fer_hf.data import DataError, augment, load_fer_dataset, select_labels
+from fer_hf.data import DataError, augment, crop_faces, load_fer_dataset, select_labels
 
 from tests.conftest import FER_DIR, HAPPY_SAD_DIR, requires_shared, write_fer_csv, write_kaggle_folders
 
@@ -91,6 +92,25 @@ def test_photo_folder_split_is_stratified_seeded_and_complete():
     for split in ("validation", "test"):
         counts = np.bincount(first[split]["label"], minlength=2)
         assert abs(counts[0] - counts[1]) <= 1  # 151 happy vs 150 sad, split per class
+
+
+@requires_shared
+def test_crop_faces_turns_photos_into_face_crops_and_keeps_fer_faces():
+    photos = load_fer_dataset(HAPPY_SAD_DIR)
+    photos["test"] = photos["test"].select(range(12))
+    fer = load_fer_dataset(FER_DIR)
+    fer["validation"] = fer["validation"].select(range(5))
+    cropped = crop_faces(DatasetDict({"photos": photos["test"], "fer": fer["validation"]}))
+    assert cropped["photos"]["label"] == photos["test"]["label"]  # one row per photo, in order
+    sizes = [image.size for image in cropped["photos"]["image"]]
+    # Faces become 96x96 gray squares; a photo without a face stays whole (and gray).
+    originals = [image.size for image in photos["test"]["image"]]
+    # (a whole photo may come back shrunk to 1,280 px, its aspect ratio kept)
+    assert all(size == (96, 96) or abs(size[0] / size[1] - w / h) < 0.01 for size, (w, h) in zip(sizes, originals))
+    assert sum(size == (96, 96) for size in sizes) > len(sizes) / 2, sizes
+    assert all(image.mode == "L" for image in cropped["photos"]["image"] if image.size == (96, 96))
+    fer_pixels = [np.asarray(image) for image in fer["validation"]["image"]]
+    assert all(np.array_equal(np.asarray(a), b) for a, b in zip(cropped["fer"]["image"], fer_pixels))
 
 
 # --- bad input ------------------------------------------------------------------------------------

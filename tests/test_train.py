@@ -32,6 +32,11 @@ def test_fer2013_slice_trains_and_leaves_a_complete_folder(tmp_path):
     info = json.loads((out / "run_info.json").read_text())
     assert info["steps"] == 6 and info["splits"] == {"train": 256, "validation": 128}
     assert info["command"].startswith("python train.py --dataset_name")
+    # The precision is read back from Trainer's accelerator: the CPU fast path must really be on.
+    import torch
+
+    bf16_cpu = torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    assert info["precision"] == ("bf16 autocast + channels_last" if bf16_cpu else "fp32")
     report = json.loads((out / "validation_report.json").read_text())
     eval_results = json.loads((out / "eval_results.json").read_text())
     assert report["metrics"]["samples"] == 128
@@ -57,6 +62,21 @@ def test_happy_sad_photos_train_with_a_test_split(tmp_path):
     assert info["labels"] == ["happy", "sad"] and info["splits"] == {"train": 209, "validation": 46, "test": 46}
     assert (out / "test_report.json").is_file() and (out / "test_confusion_matrix.png").is_file()
     assert json.loads((out / "config.json").read_text())["id2label"] == {"0": "happy", "1": "sad"}
+
+
+def test_photos_are_added_to_fer_rows_as_face_crops(tmp_path):
+    out = tmp_path / "mixed"
+    _train("--dataset_name", FER_DIR, "--labels", "happy", "sad", "--add_train_dataset", HAPPY_SAD_DIR,
+           "--crop_faces", "true", "--output_dir", out, "--max_steps", "2", "--max_eval_samples", "32")
+    info = json.loads((out / "run_info.json").read_text())
+    # FER-2013's 7,215 happy + 4,830 sad training faces, plus the 209 photos of the folder's train split.
+    assert info["labels"] == ["happy", "sad"] and info["splits"] == {"train": 12045 + 209, "validation": 32}
+
+
+def test_a_source_with_other_classes_cannot_be_added(tmp_path):
+    run = _train("--dataset_name", FER_DIR, "--add_train_dataset", HAPPY_SAD_DIR, "--output_dir", tmp_path / "x",
+                 "--max_steps", "1", check=False)
+    assert run.returncode != 0 and "--add_train_dataset" in run.stdout and "'angry'" in run.stdout
 
 
 def test_rerun_after_sigkill_resumes_from_the_last_checkpoint(tmp_path):
