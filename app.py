@@ -11,8 +11,11 @@ from __future__ import annotations
 import argparse
 import atexit
 import base64
+import hashlib
+import io
 import logging
 import os
+import secrets
 import shutil
 import tempfile
 import time
@@ -21,6 +24,7 @@ from typing import Any
 
 import gradio as gr
 import numpy as np
+from gradio.utils import get_upload_folder
 from PIL import Image, ImageDraw, ImageFont
 
 from fer_hf.faces import FaceExpressionRecognizer, load_image
@@ -40,6 +44,9 @@ STREAM_CONCURRENCY = 2  # webcam streams served at once; more wait in the queue
 SELECTED, OTHER = "#f97316", "#38bdf8"  # box colours: the face whose scores are shown, the others
 
 Result = dict[str, Any]  # {"width", "height", "faces": [FaceExpressionRecognizer dicts]}
+# Keys the names of the annotated photos in Gradio's cache, so that knowing a photo does not give
+# its URL (Gradio seeds its own content hashes the same way).
+_NAME_SEED = secrets.token_bytes(16)
 
 
 def read_upload(photo: str | dict, max_side: int | None = None) -> tuple[Image.Image, str]:
@@ -110,11 +117,52 @@ def draw_faces(image: Image.Image, faces: list[dict], selected: int = 0, size: t
     return shown
 
 
-class FaceDemo:
-    """The demo's event handlers around one loaded model; the tests call them directly."""
+def save_shown(image: Image.Image, folder: str | Path) -> str:
+    """Saves an annotated photo as a JPEG file in `folder` (Gradio's cache) and returns its path.
 
-    def __init__(self, recognizer: FaceExpressionRecognizer) -> None:
+    Gradio saves a PIL image that a handler returns itself (processing_utils.save_pil_to_cache), to
+    a file named after a hash of its bytes that it rewrites in place, truncating it first, for every
+    request that returns the same picture. Two users sending the same photo then collide: one
+    is still downloading the file while the other request empties and rewrites it, and the
+    download ends short ("peer closed connection without sending complete message body"). Here
+    too the name is a (keyed) hash of the bytes, so the same picture is stored once, but the file
+    is written under a temporary name and renamed into place, and never rewritten once there:
+    a download always reads a complete file. Gradio serves a path in its cache as it is, adds it
+    to the files `delete_cache` deletes, and deletes them all when the server stops.
+    """
+    with io.BytesIO() as buffer:
+        image.convert("RGB").save(buffer, "JPEG")  # Pillow's default quality, 75, as Gradio's own save
+        data = buffer.getvalue()
+    target = Path(folder) / hashlib.sha256(_NAME_SEED + data).hexdigest() / "faces.jpeg"
+    try:
+        os.utime(target)  # already there: keep it; delete_cache ages files by their ctime, now again
+        return str(target)
+    except FileNotFoundError:
+        pass
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, staging = tempfile.mkstemp(dir=target.parent, prefix=".faces-", suffix=".part")
+    try:
+        with os.fdopen(fd, "wb") as file:
+            file.write(data)
+        os.replace(staging, target)  # atomic: a reader opens the old complete file or the new one
+    except BaseException:
+        Path(staging).unlink(missing_ok=True)
+        raise
+    return str(target)
+
+
+class FaceDemo:
+    """The demo's event handlers around one loaded model; the tests call them directly.
+
+    Args:
+        recognizer: The face finder and classifier.
+        cache_dir: Where annotated photos are saved (save_shown), handed to Gradio as file paths;
+            None (the tests): handlers return PIL images.
+    """
+
+    def __init__(self, recognizer: FaceExpressionRecognizer, cache_dir: str | Path | None = None) -> None:
         self.recognizer = recognizer
+        self.cache_dir = cache_dir
         # The same model and detector, but a photo without a face is classified as a whole.
         self.whole_image = FaceExpressionRecognizer(
             recognizer.model, recognizer.image_processor, recognizer.detector,
@@ -157,7 +205,7 @@ class FaceDemo:
         index = min(max(int(index), 0), len(result["faces"]) - 1)
         image, _ = read_upload(photo, max_side=SHOWN_SIDE[1])
         size = (result["width"], result["height"])
-        return draw_faces(image, result["faces"], index, size), result["faces"][index]["scores"]
+        return self._shown(draw_faces(image, result["faces"], index, size)), result["faces"][index]["scores"]
 
     def pick_face(self, photo: str | dict | None, result: Result | None, event: gr.SelectData) -> tuple:
         """A click on the annotated photo selects the smallest face under it, else the nearest face."""
@@ -181,7 +229,7 @@ class FaceDemo:
             return None, None, ""
         start = time.perf_counter()
         faces = self.recognizer(frame)
-        image = draw_faces(Image.fromarray(frame), faces)
+        image = self._shown(draw_faces(Image.fromarray(frame), faces))
         took = f"{(time.perf_counter() - start) * 1000:.0f} ms"
         if not faces:
             return image, None, f"No face in view ({took})"
@@ -195,10 +243,13 @@ class FaceDemo:
         return (gr.update(choices=choices, value=0 if faces else None, visible=len(faces) > 1),
                 gr.update(visible=result is not None and not faces))
 
-    @staticmethod
-    def _outputs(image: Image.Image | None, result: Result | None, status: str) -> tuple:
+    def _shown(self, image: Image.Image) -> Image.Image | str:
+        """An annotated photo as the handlers return it: a file path in the cache, or the image itself."""
+        return image if self.cache_dir is None else save_shown(image, self.cache_dir)
+
+    def _outputs(self, image: Image.Image | None, result: Result | None, status: str) -> tuple:
         faces = result["faces"] if result else []
-        annotated = draw_faces(image, faces) if image is not None else None
+        annotated = self._shown(draw_faces(image, faces)) if image is not None else None
         return annotated, result, faces[0]["scores"] if faces else None, status
 
 
@@ -210,7 +261,8 @@ def build_demo(model_name: str) -> gr.Blocks:
         os.environ["GRADIO_EXAMPLES_CACHE"] = cache = tempfile.mkdtemp(prefix="fer-hf-examples-")
         atexit.register(shutil.rmtree, cache, ignore_errors=True)
     model, image_processor = load_classifier(model_name)
-    handlers = FaceDemo(FaceExpressionRecognizer(model, image_processor))
+    # Annotated photos go to Gradio's cache as files written race-free (save_shown), not as PIL images.
+    handlers = FaceDemo(FaceExpressionRecognizer(model, image_processor), cache_dir=get_upload_folder())
     labels = ", ".join(handlers.recognizer.labels)
 
     with gr.Blocks(title="fer-hf: facial expressions", analytics_enabled=False, delete_cache=(3600, 3600)) as demo:
@@ -220,7 +272,7 @@ def build_demo(model_name: str) -> gr.Blocks:
                 with gr.Column() as left:
                     photo = gr.Image(label="Photo", sources=["upload", "clipboard", "webcam"], type="filepath", height=400)
                 with gr.Column():
-                    annotated = gr.Image(label="Faces", format="jpeg", interactive=False, height=400, elem_id="annotated")
+                    annotated = gr.Image(label="Faces", interactive=False, height=400, elem_id="annotated")
                     status = gr.Markdown(elem_id="status")
                     whole = gr.Button("Classify the whole image", visible=False, elem_id="whole-image")
                     picker = gr.Radio(label="Face", visible=False, elem_id="picker")
@@ -240,7 +292,7 @@ def build_demo(model_name: str) -> gr.Blocks:
             with gr.Row():
                 webcam = gr.Image(label="Webcam", sources=["webcam"], streaming=True, type="numpy")
                 with gr.Column():
-                    overlay = gr.Image(label="Faces", format="jpeg", interactive=False, elem_id="overlay")
+                    overlay = gr.Image(label="Faces", interactive=False, elem_id="overlay")
                     live_status = gr.Markdown(elem_id="live-status")
                     live_scores = gr.Label(label="Expression of the largest face", elem_id="live-scores")
 

@@ -1,15 +1,26 @@
-"""Helpers of the demo and predict-CLI tests: tiny model folders, a fake-webcam clip, odd image files."""
+"""Helpers of the demo and predict-CLI tests: tiny model folders, `python app.py` on a free port, a fake-webcam
+clip, odd image files."""
 
 from __future__ import annotations
 
+import os
+import socket
 import struct
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
 import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from PIL import Image
 
 from fer_hf import FerCNNForImageClassification, FerConfig, FerImageProcessor
 
+ROOT = Path(__file__).resolve().parents[1]
 PHOTOS = Path(__file__).resolve().parent / "fixtures" / "photos"
 
 
@@ -19,6 +30,51 @@ def save_tiny_model(folder: Path, labels: list[str] | None = None) -> Path:
     FerCNNForImageClassification(FerConfig.from_variant("tiny", **extra)).save_pretrained(folder)
     FerImageProcessor().save_pretrained(folder)
     return folder
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextmanager
+def running_app(tmp: Path, model: Path, start_timeout: float = 120) -> Iterator[str]:
+    """Runs `python app.py --model MODEL` on 127.0.0.1 and a free port; yields its URL.
+
+    Gradio's upload and example caches go to `tmp`, and the server's output to tmp/app.log; on exit
+    the server is stopped, and a traceback in its log fails the test.
+    """
+    import pytest
+
+    port = free_port()
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "GRADIO_TEMP_DIR": str(tmp / "gradio"),
+           "GRADIO_EXAMPLES_CACHE": str(tmp / "examples"), "HF_HUB_OFFLINE": "1"}
+    log_path = tmp / "app.log"
+    with open(log_path, "w") as log:
+        process = subprocess.Popen([sys.executable, "app.py", "--model", str(model), "--port", str(port)], cwd=ROOT,
+                                   env=env, stdout=log, stderr=subprocess.STDOUT)
+        url = f"http://127.0.0.1:{port}/"
+        deadline = time.monotonic() + start_timeout  # imports take a while on a busy machine
+        while True:
+            try:
+                urllib.request.urlopen(url, timeout=5).close()
+                break
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                if process.poll() is not None or time.monotonic() > deadline:
+                    process.kill()
+                    pytest.fail(f"app.py did not start:\n{log_path.read_text()[-4000:]}")
+                time.sleep(0.5)
+        try:
+            yield url
+        finally:
+            process.terminate()
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+    assert "Traceback" not in log_path.read_text(), log_path.read_text()[-4000:]
 
 
 def write_y4m(path: Path, photos: list[Path], size: tuple[int, int] = (320, 240), fps: int = 10,

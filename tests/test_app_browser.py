@@ -13,9 +13,6 @@ import io
 import json
 import os
 import re
-import socket
-import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -26,7 +23,7 @@ import pytest
 from PIL import Image
 
 from fer_hf import FER2013_LABELS
-from tests.apptools import PHOTOS, save_tiny_model, write_y4m
+from tests.apptools import PHOTOS, running_app, save_tiny_model, write_y4m
 from tests.conftest import ROOT
 
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
@@ -48,42 +45,12 @@ if _missing and REQUIRED:
 pytestmark = pytest.mark.skipif(_missing is not None, reason=f"browser tests skipped: {_missing}")
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     """`python app.py` on a free port, with Gradio's upload and example caches in a temporary folder."""
     tmp = tmp_path_factory.mktemp("app")
-    model = save_tiny_model(tmp / "model")
-    port = free_port()
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "GRADIO_TEMP_DIR": str(tmp / "gradio"),
-           "GRADIO_EXAMPLES_CACHE": str(tmp / "examples"), "HF_HUB_OFFLINE": "1"}
-    log = open(tmp / "app.log", "w")
-    process = subprocess.Popen([sys.executable, "app.py", "--model", str(model), "--port", str(port)], cwd=ROOT,
-                               env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}/"
-    deadline = time.monotonic() + 120  # imports take a while on a busy machine
-    while True:
-        try:
-            urllib.request.urlopen(url, timeout=5).close()
-            break
-        except (urllib.error.URLError, ConnectionError, TimeoutError):
-            if process.poll() is not None or time.monotonic() > deadline:
-                process.kill()
-                pytest.fail(f"app.py did not start:\n{(tmp / 'app.log').read_text()[-4000:]}")
-            time.sleep(0.5)
-    yield url
-    process.terminate()
-    try:
-        process.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        process.kill()
-    log.close()
-    assert "Traceback" not in (tmp / "app.log").read_text(), (tmp / "app.log").read_text()[-4000:]
+    with running_app(tmp, save_tiny_model(tmp / "model")) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
