@@ -27,8 +27,9 @@ import numpy as np
 from gradio.utils import get_upload_folder
 from PIL import Image, ImageDraw, ImageFont
 
-from fer_hf.faces import FaceExpressionRecognizer, load_image
+from fer_hf.faces import FaceExpressionRecognizer
 from fer_hf.hub import explain_hub_error, load_classifier
+from fer_hf.images import load_image
 from fer_hf.predict import find_model
 
 logger = logging.getLogger("fer_hf.app")
@@ -49,8 +50,10 @@ Result = dict[str, Any]  # {"width", "height", "faces": [FaceExpressionRecognize
 _NAME_SEED = secrets.token_bytes(16)
 
 
-def read_upload(photo: str | dict, max_side: int | None = None) -> tuple[Image.Image, str]:
+def read_upload(photo: str | dict, max_side: int | None = None, min_side: int | None = None) -> tuple[Image.Image, str]:
     """The image of an upload (a path, or Gradio's file dict when preprocess=False) and a note on it.
+
+    max_side and min_side are load_image's: a reduced image keeps the photo's size in info["original_size"].
 
     Raises:
         ValueError: with load_image's reason, naming the file as the user called it, not its temp path.
@@ -64,7 +67,7 @@ def read_upload(photo: str | dict, max_side: int | None = None) -> tuple[Image.I
     if source is None:
         raise ValueError("The upload has no file.")
     try:
-        image = load_image(source, max_side=max_side)
+        image = load_image(source, max_side=max_side, min_side=min_side)
     except ValueError as error:
         message = str(error).split(" (pass max_pixels")[0]  # that hint is for programmers
         raise ValueError(message.replace(str(path), name) if path else message) from None
@@ -167,14 +170,18 @@ class FaceDemo:
         self.whole_image = FaceExpressionRecognizer(
             recognizer.model, recognizer.image_processor, recognizer.detector,
             margin=recognizer.margin, classify_whole_image=True, batch_size=recognizer.batch_size,
+            max_side=recognizer.max_side,
         )
+        # Uploads are read as the recognizer reads photos, a big JPEG at reduced scale (the 7,360 px
+        # progressive one in ~110 ms instead of ~330 ms at full size): same results as from the file.
+        self.read_sides = (recognizer.max_side, recognizer.min_side)
 
     def analyze(self, photo: str | dict | None, whole_image: bool = False) -> tuple:
         """Photo -> (annotated photo, result JSON, scores of face 1, status)."""
         if photo is None:
             return self._outputs(None, None, "Upload a photo, paste one or take a webcam snapshot.")
         try:
-            image, note = read_upload(photo)
+            image, note = read_upload(photo, *self.read_sides)
         except ValueError as error:
             return self._outputs(None, None, f"**Could not use this file.** {error}\n\n"
                                  f"Try a JPEG, PNG, WebP, GIF, BMP or TIFF photo of at most {MAX_FILE_SIZE.upper()}.")
@@ -183,7 +190,9 @@ class FaceDemo:
         except Exception as error:  # a bug or a model that rejects this photo: say so, log the traceback
             logger.exception("Labelling %s failed", photo)
             return self._outputs(None, None, f"**Could not label this photo.** {type(error).__name__}: {error}")
-        result = {"width": image.width, "height": image.height, "faces": faces}
+        # The photo's own size: boxes are in its pixels, however small `image` was read.
+        width, height = image.info.get("original_size", image.size)
+        result = {"width": width, "height": height, "faces": faces}
         if not faces:
             return self._outputs(image, result, f"**No face found** in this photo{note}.")
         if faces[0]["detection_score"] is None:
@@ -248,8 +257,8 @@ class FaceDemo:
         return image if self.cache_dir is None else save_shown(image, self.cache_dir)
 
     def _outputs(self, image: Image.Image | None, result: Result | None, status: str) -> tuple:
-        faces = result["faces"] if result else []
-        annotated = self._shown(draw_faces(image, faces)) if image is not None else None
+        faces, size = (result["faces"], (result["width"], result["height"])) if result else ([], None)
+        annotated = self._shown(draw_faces(image, faces, size=size)) if image is not None else None
         return annotated, result, faces[0]["scores"] if faces else None, status
 
 

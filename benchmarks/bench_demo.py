@@ -36,7 +36,8 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from common import machine, write_table  # first: puts the repo root on sys.path for fer_hf
-from fer_hf.faces import Box, FaceDetector, FaceExpressionRecognizer, crop_face, load_image
+from fer_hf.faces import Box, FaceDetector, FaceExpressionRecognizer, crop_face
+from fer_hf.images import load_image
 from fer_hf.hub import load_classifier
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -336,7 +336,8 @@ def crop_faces(dataset: DatasetDict, *, face_side: int = 96) -> DatasetDict:
     `face_side` are taken to be faces already (FER-2013's) and kept; a photo with no face found is
     kept whole, in gray, as the demo's whole-image fallback classifies it.
     """
-    from .faces import FaceDetector, crop_face, load_image  # the detector is only needed here
+    from .faces import FaceDetector, crop_face  # the detector is only needed here
+    from .images import load_image
 
     detector = FaceDetector()
     counts = Counter()

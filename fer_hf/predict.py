@@ -22,7 +22,8 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from .data import IMAGE_EXTENSIONS
-from .faces import FaceExpressionRecognizer, load_image
+from .faces import FaceExpressionRecognizer
+from .images import load_image
 
 logger = logging.getLogger(__name__)
 

@@ -211,6 +211,30 @@ def test_odd_photos_are_read_upright(demo, tmp_path, make):
     assert ("animated" in status) == (make is _animated)
 
 
+def test_a_big_photo_is_read_reduced_with_boxes_on_its_faces(demo, tmp_path):
+    """A 3,600 px JPEG is read as the recognizer reads it (1/4 scale here); sizes and boxes stay the photo's own."""
+    path = tmp_path / "big.jpg"
+    small = Image.open(GROUP).convert("RGB")
+    big = small.resize((3600, round(3600 * small.height / small.width)), Image.Resampling.BICUBIC)
+    big.save(path, quality=90, progressive=True)
+    image, _ = app.read_upload(str(path), *demo.read_sides)
+    assert demo.read_sides == (1280, 640) and max(image.size) < 1280 and image.info["original_size"] == big.size
+
+    annotated, result, scores, status = demo.analyze(upload(path))
+    assert (result["width"], result["height"]) == big.size and status.startswith("Found **3 faces**")
+    assert [face["box"] for face in result["faces"]] == [face["box"] for face in demo.recognizer(path)]
+    factor = big.width / small.width  # the same faces as in the small photo, in the big one's pixels
+    expected = sorted(tuple(v * factor for v in face["box"]) for face in demo.analyze(upload(GROUP))[1]["faces"])
+    found = sorted(face["box"] for face in result["faces"])
+    assert all(a == pytest.approx(b, abs=0.02 * big.width) for a, b in zip(found, expected))
+    # In the annotated photo each box is drawn around its face: its left edge in the box colours.
+    scale = annotated.width / result["width"]
+    assert annotated.size == (round(big.width * scale), round(big.height * scale))
+    colours = {tuple(int(app.SELECTED[i:i + 2], 16) for i in (1, 3, 5)), tuple(int(app.OTHER[i:i + 2], 16) for i in (1, 3, 5))}
+    for x0, y0, x1, y1 in found:
+        assert annotated.getpixel((round(x0 * scale) + 1, round((y0 + y1) / 2 * scale))) in colours
+
+
 # --- any model's labels, and the live stream ------------------------------------------------------
 
 

@@ -2,7 +2,6 @@
 
 import logging
 import random
-import shutil
 
 import numpy as np
 import pytest

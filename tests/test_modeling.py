@@ -8,7 +8,7 @@ from transformers import AutoConfig, AutoImageProcessor, AutoModelForImageClassi
 
 from fer_hf import FER2013_LABELS, FER_CNN_VARIANTS, FerCNNForImageClassification, FerConfig, FerImageProcessor
 
-from tests.conftest import ROOT, run_python
+from tests.conftest import run_python
 
 
 class FerCNNModelTester:

@@ -6,8 +6,6 @@ import subprocess
 import sys
 import time
 
-import pytest
-
 from tests.conftest import FER_DIR, HAPPY_SAD_DIR, ROOT, requires_shared, run_python
 from tests.test_modeling import REMOTE_CODE_SNIPPET
 
