@@ -35,7 +35,7 @@ from transformers import (
 from fer_hf import FER_CNN_VARIANTS, FerCNNForImageClassification, FerConfig, FerImageProcessor
 from fer_hf.data import DataError, crop_faces, load_fer_dataset, make_transform, select_labels
 from fer_hf.evaluation import compute_metrics, plot_training_curves, predict_logits, write_reports
-from fer_hf.hub import explain_hub_error, push_folder, write_model_card
+from fer_hf.hub import explain_hub_error, load_classifier, push_folder, write_model_card
 
 logger = logging.getLogger("train")
 
@@ -202,7 +202,10 @@ def main():
 
     if trainer.is_world_process_zero():
         output_dir = Path(training_args.output_dir)
-        model = trainer.model.to(memory_format=torch.contiguous_format)  # plain fp32 weights for inference
+        # Scored as saved and loaded back by the loader `python -m fer_hf evaluate` uses, so the reports and
+        # the card's figures are exactly what that command reproduces (the in-memory model, scored directly,
+        # once flipped a face's prediction against the reloaded one).
+        model, _ = load_classifier(output_dir)
         split_metrics = {}
         for split in ("validation", "test"):
             if split in dataset:

@@ -10,8 +10,8 @@ Modes (benchmarks/results/inference.md measures each):
 - "int8": FER CNNs only. Batch norm folded into the convolutions, weights int8 per channel, activations
   uint8 with ranges taken from the batch-norm statistics (no calibration data needed), run by PyTorch's
   x86 quantized kernels. About twice the speed of bf16; on PublicTest its top class is fp32's for
-  99.6% of faces, and accuracy moved by +0.2 points for both bundled models (61.94% against 61.72%,
-  91.80% against 91.60%).
+  over 99% of faces (tests/test_inference.py checks the bundled models; benchmarks/results/inference.md
+  gives each mode's accuracy).
 - "bf16": bf16 autocast, channels_last, TorchScript trace and freeze (batch norm folded); needs a CPU
   with native bf16 (AVX512-BF16 or AMX).
 - "fp32": TorchScript trace and freeze in fp32: the eager model's results to ~1e-6.
@@ -43,7 +43,7 @@ MODES = ("auto", "int8", "bf16", "fp32", "eager")
 
 # int8 activation range of each conv+BN+ReLU unit: the largest `beta + K * |gamma|` of its channels,
 # i.e. K standard deviations above each channel's mean pre-activation on the training data, as the
-# batch norm recorded it. No calibration images needed. On PublicTest, K = 8 gave the bundled models'
+# batch norm recorded it. No calibration images needed. On PublicTest, K = 8 gave the first bundled models'
 # top class for 99.6% (fer2013-cnn) and 99.8% (happy-sad-cnn) of faces, the best of K = 5..12 (98.9%
 # at K = 5, where large activations clip; 99.1% at K = 12, where small ones lose resolution).
 ACTIVATION_RANGE_SIGMAS = 8.0
