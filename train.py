@@ -205,12 +205,13 @@ def main():
         # Scored as saved and loaded back by the loader `python -m fer_hf evaluate` uses, so the reports and
         # the card's figures are exactly what that command reproduces (the in-memory model, scored directly,
         # once flipped a face's prediction against the reloaded one).
-        model, _ = load_classifier(output_dir)
+        saved_model, saved_processor = load_classifier(output_dir)
         split_metrics = {}
         for split in ("validation", "test"):
             if split in dataset:
                 rows = dataset[split].with_format(None)  # raw images: predict_logits preprocesses itself
-                logits = predict_logits(model, image_processor, rows, batch_size=training_args.per_device_eval_batch_size)
+                logits = predict_logits(saved_model, saved_processor, rows,
+                                        batch_size=training_args.per_device_eval_batch_size)
                 split_metrics[split] = write_reports(output_dir, split, logits, rows["label"], labels)
                 logger.info("%s: %s", split, split_metrics[split])
         plot_training_curves(trainer.state.log_history, output_dir / "training_curves.png")

@@ -5,15 +5,16 @@ import json
 import pytest
 from huggingface_hub import ModelCard
 
-from tests.conftest import FER_DIR, ROOT, requires_shared, run_python
+from tests.conftest import FER_DIR, HAPPY_SAD_DIR, ROOT, requires_shared, run_python
 from tests.test_modeling import REMOTE_CODE_SNIPPET
 
 MODELS = sorted(p for p in (ROOT / "models").glob("*") if (p / "config.json").exists())
 FIXTURE_PHOTO = ROOT / "tests" / "fixtures" / "photos" / "happy_man.jpg"
 
 
-def test_both_default_models_are_bundled():
-    assert [p.name for p in MODELS] == ["fer2013-cnn", "happy-sad-cnn"]
+def test_the_default_models_are_bundled():
+    # The 7-class default, its faster base-s2 sibling, and the happy/sad model.
+    assert [p.name for p in MODELS] == ["fer2013-cnn", "fer2013-cnn-fast", "happy-sad-cnn"]
 
 
 @pytest.mark.parametrize("folder", MODELS, ids=[p.name for p in MODELS])
@@ -51,3 +52,15 @@ def test_bundled_code_is_the_package_code(folder):
     # (`model.save_pretrained(folder)` with fer_hf imported copies the files again).
     for name in ("configuration_fer.py", "modeling_fer.py", "image_processing_fer.py"):
         assert (folder / name).read_text() == (ROOT / "fer_hf" / name).read_text(), f"{folder.name}/{name} is stale"
+
+
+@requires_shared
+def test_happy_sad_photo_test_figure_is_reproduced():
+    # TRAINING_NOTES.md quotes the held-out photos' accuracy, through face detection and cropping.
+    folder = ROOT / "models" / "happy-sad-cnn"
+    written = json.loads((folder / "test_report.json").read_text())["metrics"]
+    args = ["-m", "fer_hf", "evaluate", folder, "--dataset_name", HAPPY_SAD_DIR, "--split", "test", "--crop_faces", "--json"]
+    printed = json.loads(run_python(args).stdout.strip().splitlines()[-1])
+    assert printed["samples"] == written["samples"] == 46
+    assert printed["accuracy"] == pytest.approx(written["accuracy"], abs=1e-9)
+    assert f"{100 * written['accuracy']:.2f}%" in (folder / "TRAINING_NOTES.md").read_text()
