@@ -115,6 +115,9 @@ def test_no_face_says_so_and_offers_the_whole_image(demo, tmp_path):
     assert "whole image" in status
     check_scores(scores, FER2013_LABELS)
     assert not demo.face_picker(result)[1]["visible"]
+    # The fallback shares the recognizer's model and runtime, and leaves the face-only path as it was.
+    assert demo.whole_image.runtime is demo.recognizer.runtime and demo.whole_image.model is demo.recognizer.model
+    assert demo.analyze(upload(sky))[1]["faces"] == []
 
 
 # --- bad uploads: a message in the page, never an exception -------------------------------------
