@@ -36,6 +36,7 @@ from fer_hf import FER_CNN_VARIANTS, FerCNNForImageClassification, FerConfig, Fe
 from fer_hf.data import DataError, crop_faces, load_fer_dataset, make_transform, select_labels
 from fer_hf.evaluation import compute_metrics, plot_training_curves, predict_logits, write_reports
 from fer_hf.hub import explain_hub_error, load_classifier, push_folder, write_model_card
+from fer_hf.inference import bf16_supported
 
 logger = logging.getLogger("train")
 
@@ -160,7 +161,7 @@ def main():
     grayscale = getattr(model.config, "num_channels", 3) == 1
 
     on_cpu = training_args.device.type == "cpu"
-    fast_path = on_cpu and model_args.cpu_fast_path and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    fast_path = on_cpu and model_args.cpu_fast_path and bf16_supported()
     if fast_path:
         # TrainingArguments turns `bf16` into `mixed_precision` when it is built; setting `bf16` alone
         # afterwards would leave Trainer in fp32 (measured: 177 instead of 360 images/s for `base`).

@@ -17,6 +17,7 @@ import torch
 
 from common import machine, write_table  # first: puts the repo root on sys.path for fer_hf
 from fer_hf import FER_CNN_VARIANTS, FerCNNForImageClassification, FerConfig, FerImageProcessor
+from fer_hf.inference import bf16_supported
 
 ROOT = Path(__file__).resolve().parents[1]
 FER_TRAIN = ROOT.parent / "shared" / "data" / "fer2013" / "train.parquet"
@@ -60,7 +61,7 @@ def main():
     args = parser.parse_args()
 
     pixels, labels, source = real_batch(args.batch_size)
-    bf16 = torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    bf16 = bf16_supported()
     rows = []
     for variant in args.variants:
         params = sum(p.numel() for p in FerCNNForImageClassification(FerConfig.from_variant(variant)).parameters())

@@ -453,8 +453,7 @@ class FaceExpressionRecognizer:
         self.margin = margin
         self.classify_whole_image = classify_whole_image
         self.batch_size = batch_size
-        id2label = model.config.id2label
-        self.labels = [str(id2label[i]) for i in range(len(id2label))]
+        self.labels = self.runtime.labels
         self._crop_mode = "L" if getattr(model.config, "num_channels", 3) == 1 else "RGB"
 
     @property
