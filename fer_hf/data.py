@@ -329,33 +329,36 @@ def class_counts(dataset: Dataset) -> dict[str, int]:
 
 
 def crop_faces(dataset: DatasetDict, *, face_side: int = 96) -> DatasetDict:
-    """Replaces each photo by its largest face, cropped the way the demo and the predict CLI crop.
+    """Replaces each photo by its largest face, cropped as the demo and the predict CLI crop, resized to face_side.
 
     A model trained on FER-2013's tight 48x48 faces and then shown whole photos learns little from
-    them; cropped, the photos look like what the model will see at inference. Images no larger than
-    `face_side` are taken to be faces already (FER-2013's) and kept; a photo with no face found is
-    kept whole, in gray, as the demo's whole-image fallback classifies it.
+    them; cropped, the photos look like what the model will see at inference. Each photo's file is
+    read, searched and cropped by fer_hf.faces.find_faces with FaceExpressionRecognizer's defaults
+    (read sides, detector, margin), so a crop is the recognizer's crop of that file, resized. Images
+    no larger than `face_side` are taken to be faces already (FER-2013's) and kept; a photo with no
+    face found is kept whole (as read), in gray, as the demo's whole-image fallback classifies it.
     """
-    from .faces import FaceDetector, crop_face  # the detector is only needed here
-    from .images import load_image
+    from .faces import FaceDetector, find_faces  # the detector is only needed here
 
     detector = FaceDetector()
     counts = Counter()
 
-    def largest_face(image: Image.Image) -> dict:
-        if max(image.size) <= face_side:
-            counts["already a face"] += 1
-            return {"image": image}
-        photo = load_image(image, max_side=1280)
-        faces = detector(photo)
+    def largest_face(image: dict) -> dict:
+        # The undecoded file ({"bytes", "path"}): a big JPEG is then read at reduced scale, as the recognizer reads it.
+        source = image["bytes"] or image["path"]
+        with Image.open(io.BytesIO(source) if image["bytes"] else source) as opened:  # reads the header only
+            if max(opened.size) <= face_side:
+                counts["already a face"] += 1
+                return {"image": image}
+        photo, _, faces = find_faces(source, detector, size=face_side, top_faces=1)
         counts["face cropped" if faces else "no face found, kept whole"] += 1
-        face = crop_face(photo, faces[0], size=face_side) if faces else photo.convert("L")
-        return {"image": face}
+        return {"image": faces[0] if faces else photo.convert("L")}
 
-    cropped = DatasetDict({
-        split: part.map(largest_face, input_columns="image", features=part.features, load_from_cache_file=False)
-        for split, part in dataset.items()
-    })
+    cropped = DatasetDict()
+    for split, part in dataset.items():
+        files = part.cast_column("image", ImageFeature(decode=False))
+        files = files.map(largest_face, input_columns="image", features=files.features, load_from_cache_file=False)
+        cropped[split] = files.cast_column("image", part.features["image"])
     logger.info("Face crops: %s", dict(counts))
     return cropped
 

@@ -101,8 +101,8 @@ def predict_files(
         results: dict[str, list[dict] | str] = {}
         images = {}
         for name in names:
-            try:
-                images[name] = load_image(name)
+            try:  # read as the recognizer reads a file (as the demo reads an upload): the same crops
+                images[name] = load_image(name, max_side=recognizer.max_side, min_side=recognizer.min_side)
             except ValueError as error:  # load_image's message names the file and the reason
                 results[name] = str(error)
         results.update(_predict(recognizer, images))
@@ -209,9 +209,10 @@ def predict_command(args) -> int:
         message = explain_hub_error(error) if not isinstance(error, FileNotFoundError) else str(error)
         print(f"error: cannot load the model: {message}", file=sys.stderr)
         return 1
-    recognizer = FaceExpressionRecognizer(model, processor, classify_whole_image=args.whole_image)
-    logger.info("Labelling %d file(s) with %s (labels: %s; runtime: %s)", len(files), model_name,
-                ", ".join(recognizer.labels), recognizer.runtime.mode)
+    recognizer = FaceExpressionRecognizer(model, processor, classify_whole_image=args.whole_image,
+                                          flip_tta=args.flip_tta)
+    logger.info("Labelling %d file(s) with %s (labels: %s; runtime: %s; flip TTA: %s)", len(files), model_name,
+                ", ".join(recognizer.labels), recognizer.runtime.mode, "on" if recognizer.flip_tta else "off")
 
     def progress(done: int, total: int) -> None:
         logger.info("  %d/%d files", done, total)

@@ -162,10 +162,10 @@ def test_bad_uploads_give_a_message(demo, tmp_path, make, reason):
 
 
 def test_a_failing_model_gives_a_message_too(demo, monkeypatch):
-    def broken(image):
+    def broken(crops):
         raise RuntimeError("weights on fire")
 
-    monkeypatch.setattr(demo, "recognizer", broken)
+    monkeypatch.setattr(demo.recognizer, "classify", broken)
     annotated, result, scores, status = demo.analyze(upload(ONE))
     assert (annotated, result, scores) == (None, None, None)
     assert status == "**Could not label this photo.** RuntimeError: weights on fire"
@@ -220,8 +220,9 @@ def test_a_big_photo_is_read_reduced_with_boxes_on_its_faces(demo, tmp_path):
     small = Image.open(GROUP).convert("RGB")
     big = small.resize((3600, round(3600 * small.height / small.width)), Image.Resampling.BICUBIC)
     big.save(path, quality=90, progressive=True)
-    image, _ = app.read_upload(str(path), *demo.read_sides)
-    assert demo.read_sides == (1280, 640) and max(image.size) < 1280 and image.info["original_size"] == big.size
+    sides = (demo.recognizer.max_side, demo.recognizer.min_side)  # what analyze reads uploads with
+    image, _ = app.read_upload(str(path), *sides)
+    assert sides == (1280, 640) and max(image.size) < 1280 and image.info["original_size"] == big.size
 
     annotated, result, scores, status = demo.analyze(upload(path))
     assert (result["width"], result["height"]) == big.size and status.startswith("Found **3 faces**")
@@ -383,6 +384,21 @@ def test_predict_cli_writes_json_and_stdout(tmp_path, photo_tree, capsys):
     assert cli(["predict", str(ONE), "--model", str(model)]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith("file,face,status") and lines[0].endswith("p_happy,p_sad") and len(lines) == 2
+
+
+def test_predict_cli_flip_tta_is_on_unless_turned_off(fer_model, tmp_path):
+    scores = {}
+    for flags in ([], ["--flip_tta"], ["--flip_tta", "true"], ["--flip_tta", "false"]):
+        output = tmp_path / f"results{len(flags)}{flags[-1:]}.json"
+        assert cli(["predict", str(ONE), "--model", str(fer_model), "--output", str(output), *flags]) == 0
+        scores[" ".join(flags)] = json.loads(output.read_text())["rows"][0]["scores"]
+    model, processor = load_classifier(fer_model)
+    for flip_tta, flags in ((True, ["", "--flip_tta", "--flip_tta true"]), (False, ["--flip_tta false"])):
+        expected = FaceExpressionRecognizer(model, processor, flip_tta=flip_tta)(ONE)[0]["scores"]
+        assert all(scores[flag] == pytest.approx(expected, abs=1e-6) for flag in flags)
+    assert scores[""] != pytest.approx(scores["--flip_tta false"], abs=1e-4)
+    with pytest.raises(SystemExit):
+        cli(["predict", str(ONE), "--flip_tta", "maybe"])
 
 
 def test_predict_cli_without_images_or_model(tmp_path, capsys, monkeypatch):

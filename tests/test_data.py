@@ -5,11 +5,12 @@ import random
 
 import numpy as np
 import pytest
-from datasets import DatasetDict
+from datasets import ClassLabel, Dataset, DatasetDict, Features, Image as ImageFeature
 from PIL import Image
 
 from fer_hf import FER2013_LABELS
 from fer_hf.data import DataError, augment, crop_faces, load_fer_dataset, select_labels
+from fer_hf.faces import FaceExpressionRecognizer
 
 from tests.conftest import FER_DIR, HAPPY_SAD_DIR, requires_shared, write_fer_csv, write_kaggle_folders
 
@@ -104,12 +105,31 @@ def test_crop_faces_turns_photos_into_face_crops_and_keeps_fer_faces():
     sizes = [image.size for image in cropped["photos"]["image"]]
     # Faces become 96x96 gray squares; a photo without a face stays whole (and gray).
     originals = [image.size for image in photos["test"]["image"]]
-    # (a whole photo may come back shrunk to 1,280 px, its aspect ratio kept)
+    # (a whole photo comes back as the recognizer reads it: at most 1,280 px, its aspect ratio kept)
     assert all(size == (96, 96) or abs(size[0] / size[1] - w / h) < 0.01 for size, (w, h) in zip(sizes, originals))
     assert sum(size == (96, 96) for size in sizes) > len(sizes) / 2, sizes
     assert all(image.mode == "L" for image in cropped["photos"]["image"] if image.size == (96, 96))
     fer_pixels = [np.asarray(image) for image in fer["validation"]["image"]]
     assert all(np.array_equal(np.asarray(a), b) for a, b in zip(cropped["fer"]["image"], fer_pixels))
+
+
+@requires_shared
+@pytest.mark.parametrize("name", ["1902587.jpg", "7Y57w0983emdERAoQylUHIGkoEk1cIFvPkXDbeA2lVA.jpg"])
+def test_crop_faces_crops_a_photo_as_the_recognizer_does(name):
+    """A 3,831 px and a 7,360 px progressive JPEG, both read at reduced scale: the recognizer's crop, resized."""
+    from tests.test_faces import tiny_vit
+
+    path = next(HAPPY_SAD_DIR.rglob(name))
+    features = Features({"image": ImageFeature(), "label": ClassLabel(names=["happy", "sad"])})
+    photos = Dataset.from_dict({"image": [str(path)], "label": [0]}, features=features)  # as load_photo_folder gives it
+    (cropped,) = crop_faces(DatasetDict({"test": photos}))["test"]["image"]
+    recognizer = FaceExpressionRecognizer(*tiny_vit(["happy", "sad"]))
+    classified = []
+    recognizer.classify = lambda crops: classified.extend(crops) or np.full((len(crops), 2), 0.5)
+    recognizer(path)  # faces largest first
+    expected = classified[0].resize((96, 96), Image.Resampling.BILINEAR, reducing_gap=2.0)  # as crop_face(size=96)
+    assert cropped.size == (96, 96) and cropped.mode == "L"
+    assert np.array_equal(np.asarray(cropped), np.asarray(expected))
 
 
 # --- bad input ------------------------------------------------------------------------------------

@@ -10,14 +10,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 from transformers import ViTConfig, ViTForImageClassification, ViTImageProcessorPil
 
 from fer_hf import faces
-from fer_hf.faces import Box, FaceDetector, FaceExpressionRecognizer, crop_face
+from fer_hf.faces import Box, FaceDetector, FaceExpressionRecognizer, crop_face, find_faces
+from fer_hf.hub import load_classifier
 from fer_hf.images import load_image
 
-from tests.conftest import HAPPY_SAD_DIR, requires_shared
+from tests.conftest import HAPPY_SAD_DIR, ROOT, requires_shared
 from tests.test_images import _big_progressive_jpeg, _close  # a big photo to read reduced; boxes alike
 
 PHOTOS = Path(__file__).resolve().parent / "fixtures" / "photos"
@@ -264,6 +265,44 @@ def test_recognizer_batch_matches_single_calls(recognizer):
         assert [r["box"] for r in single] == [r["box"] for r in results]
         for a, b in zip(single, results):
             assert a["scores"] == pytest.approx(b["scores"], abs=1e-5)
+
+
+def test_recognizer_crops_with_find_faces(recognizer):
+    """predict_batch classifies find_faces's crops, with find_faces's boxes (in the photo's own pixels)."""
+    classified = []
+    classify = recognizer.classify
+    recognizer.classify = lambda crops: classified.extend(crops) or classify(crops)
+    try:
+        results = recognizer(PHOTOS / THREE_FACES)
+    finally:
+        del recognizer.classify
+    image, boxes, crops = find_faces(PHOTOS / THREE_FACES, recognizer.detector)
+    assert [r["box"] for r in results] == [box.as_tuple() for box in boxes] and len(boxes) == 3
+    assert [r["detection_score"] for r in results] == [box.score for box in boxes]
+    assert all(np.array_equal(np.asarray(a), np.asarray(b)) for a, b in zip(classified, crops, strict=True))
+
+
+@pytest.mark.parametrize("model_name", ["tiny-vit", "fer2013-cnn"])
+def test_flip_tta_gives_a_face_and_its_mirror_the_same_scores(model_name):
+    """flip_tta (the default) averages each crop with its mirror; off, the crops are classified as they are."""
+    if model_name == "tiny-vit":
+        model, processor = tiny_vit(FER_LABELS)  # the eager runtime
+    else:
+        model, processor = load_classifier(ROOT / "models" / model_name)  # int8, bf16 or fp32 TorchScript
+    on = FaceExpressionRecognizer(model, processor, batch_size=4)
+    off = FaceExpressionRecognizer(model, processor, batch_size=4, flip_tta=False)
+    assert on.flip_tta and not off.flip_tta
+    crops = [crop for name in SINGLE_FACE + [THREE_FACES] for crop in find_faces(PHOTOS / name, on.detector)[2]]
+    mirrors = [ImageOps.mirror(crop) for crop in crops]
+    faces = crops + mirrors  # 12 faces: 6 forward passes of 2 crops and their mirrors, or (off) 3 of 4 crops
+    averaged, plain = on.classify(faces), off.classify(faces)
+    np.testing.assert_allclose(averaged[:6], averaged[6:], atol=1e-6)
+    assert np.abs(plain[:6] - plain[6:]).max() > 1e-3  # the model itself tells a face from its mirror
+    np.testing.assert_allclose(averaged[:6], (plain[:6] + plain[6:]) / 2, atol=1e-6)
+    # Off is what the recognizer gave before flip_tta: the runtime's probabilities of each batch.
+    mode = "L" if model.config.num_channels == 1 else "RGB"
+    batches = [[face.convert(mode) for face in faces[i : i + 4]] for i in range(0, 12, 4)]
+    np.testing.assert_array_equal(plain, np.concatenate([off.runtime(batch) for batch in batches]))
 
 
 def test_recognizer_with_a_grayscale_two_class_model():
