@@ -230,7 +230,8 @@ def main():
             "epochs": trainer.state.epoch,
             "steps": trainer.state.global_step,
             "train_runtime_s": training_time.seconds_at_end,  # summed over every resumed part
-            "wall_time_s": round(time.time() - started, 1),
+            "wall_time_s": round(time.time() - started, 1),  # this command only, start to end
+            "resumed_from": Path(checkpoint).name if checkpoint else None,
             "metrics": split_metrics,
             "versions": {"transformers": transformers.__version__, "torch": torch.__version__},
         }

@@ -148,7 +148,9 @@ def _run_time(info: dict) -> str:
     if info.get("train_runtime_s") is not None:
         parts.append(f"{_duration(info['train_runtime_s'])} of training")
     if info.get("wall_time_s") is not None:
-        parts.append(f"{_duration(info['wall_time_s'])} for the whole run")
+        # A resumed run's earlier parts count in the training time, not in this command's wall time.
+        last = f"the last part (resumed from {info['resumed_from']})" if info.get("resumed_from") else "the whole run"
+        parts.append(f"{_duration(info['wall_time_s'])} for {last}")
     return ", ".join(parts) or "not recorded"
 
 

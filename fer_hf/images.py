@@ -115,7 +115,7 @@ def reuse_freed_memory(limit: int = 1 << 30) -> bool:
     cannot hold a block above 64 MB and maps it afresh (Gradio runs handlers in threads).
 
     The cost: the process keeps its peak heap instead of returning it. It is a process-wide setting,
-    so the application calls it, once, before starting threads (app.py and the predict CLI do), not
+    so the application calls it, once, before starting threads (app.py and `python -m fer_hf` do), not
     the library.
     """
     import ctypes

@@ -97,7 +97,11 @@ def test_rerun_after_sigkill_resumes_from_the_last_checkpoint(tmp_path):
     assert state["global_step"] == 12
     # The training time counts the killed part too, not only the resumed one that Trainer reports.
     resumed_part = json.loads((out / "train_results.json").read_text())["train_runtime"]
-    assert json.loads((out / "run_info.json").read_text())["train_runtime_s"] > resumed_part
+    info = json.loads((out / "run_info.json").read_text())
+    assert info["train_runtime_s"] > resumed_part
+    # The card says the wall time is the resumed part's only.
+    assert info["resumed_from"] == f"checkpoint-{resumed_from}"
+    assert f"for the last part (resumed from checkpoint-{resumed_from})" in (out / "README.md").read_text()
 
 
 def test_any_hub_image_classifier_fine_tunes_with_its_own_processor(tmp_path):
