@@ -19,7 +19,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
+import torch.nn.functional as F
 import transformers
 from datasets import Dataset, concatenate_datasets
 from transformers import (
@@ -33,7 +35,9 @@ from transformers import (
 )
 
 from fer_hf import FER_CNN_VARIANTS, FerCNNForImageClassification, FerConfig, FerImageProcessor
-from fer_hf.data import DataError, crop_faces, load_fer_dataset, make_transform, select_labels
+from fer_hf.data import (
+    DataError, crop_faces, ferplus_distributions, load_fer_dataset, make_transform, select_labels, soft_targets,
+)
 from fer_hf.evaluation import compute_metrics, plot_training_curves, predict_logits, write_reports
 from fer_hf.hub import explain_hub_error, load_classifier, push_folder, write_model_card
 from fer_hf.inference import bf16_supported
@@ -70,6 +74,17 @@ class DataTrainingArguments:
         default=False,
         metadata={"help": "Replace each photo by its largest detected face, cropped as the demo crops it (images of "
                   "96 px or less, such as FER-2013's, are taken as faces already)."},
+    )
+    label_distribution: str | None = field(
+        default=None,
+        metadata={"choices": ["ferplus"],
+                  "help": "Train on soft targets: `ferplus` mixes each training row's one-hot label with its FER+ "
+                  "annotator votes, read from the train_meta.parquet beside a FER-2013 parquet source. Validation "
+                  "and test keep their hard labels."},
+    )
+    label_distribution_weight: float = field(
+        default=0.5,
+        metadata={"help": "Share of the vote distribution in each target: (1 - w) * one-hot + w * votes."},
     )
     max_train_samples: int | None = field(default=None, metadata={"help": "Use only this many training rows."})
     max_eval_samples: int | None = field(default=None, metadata={"help": "Use only this many rows of each evaluation split."})
@@ -108,6 +123,8 @@ def main():
         hub_strategy="end",
     )
     model_args, data_args, training_args = parser.parse_args_into_dataclasses()
+    if data_args.label_distribution:
+        check_label_distribution_args(data_args, training_args)  # before minutes of loading
 
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=training_args.get_process_log_level())
     transformers.utils.logging.set_verbosity(training_args.get_process_log_level())
@@ -124,6 +141,15 @@ def main():
         data_args.dataset_name, seed=training_args.seed, skip_bad_images=data_args.skip_bad_images,
         revision=data_args.dataset_revision,
     )
+    if data_args.label_distribution:
+        # Attached while the train rows are still in train_meta.parquet's order; --labels and the row
+        # selections below carry the column along with its row.
+        names = data_args.labels or dataset["train"].features["label"].names
+        votes = ferplus_distributions(data_args.dataset_name, names)
+        if len(votes) != len(dataset["train"]):
+            raise DataError(f"{data_args.dataset_name}: train_meta.parquet has {len(votes)} rows, the train split "
+                            f"{len(dataset['train'])}; they must be the same rows in the same order.")
+        dataset["train"] = dataset["train"].add_column("ferplus_votes", votes.tolist())
     if data_args.labels:
         dataset = select_labels(dataset, data_args.labels)
     if data_args.add_train_dataset:
@@ -141,6 +167,11 @@ def main():
         for split in ("validation", "test"):
             if split in dataset:
                 dataset[split] = dataset[split].select(range(min(data_args.max_eval_samples, len(dataset[split]))))
+    if data_args.label_distribution:
+        train = dataset["train"]
+        targets = soft_targets(np.array(train["label"]), np.array(train["ferplus_votes"], dtype=np.float32),
+                               data_args.label_distribution_weight)
+        dataset["train"] = train.add_column("target", targets.tolist())
     labels = dataset["train"].features["label"].names
     id2label, label2id = dict(enumerate(labels)), {name: i for i, name in enumerate(labels)}
     logger.info("Data: %s; labels %s", {k: len(v) for k, v in dataset.items()}, labels)
@@ -168,7 +199,9 @@ def main():
         training_args.bf16, training_args.mixed_precision = True, "bf16"
         model = model.to(memory_format=torch.channels_last)
 
-    dataset["train"].set_transform(make_transform(image_processor, train=True, grayscale=grayscale))
+    soft_labels = data_args.label_distribution is not None
+    dataset["train"].set_transform(make_transform(image_processor, train=True, grayscale=grayscale,
+                                                  soft_labels=soft_labels))
     for split in ("validation", "test"):
         if split in dataset:
             dataset[split].set_transform(make_transform(image_processor, train=False, grayscale=grayscale))
@@ -185,6 +218,8 @@ def main():
         compute_metrics=compute_metrics,
         data_collator=collate,
         processing_class=image_processor,
+        # Soft targets need our loss (a model's own loss expects class ids); it also scores the int eval labels.
+        compute_loss_func=soft_target_cross_entropy if soft_labels else None,
         callbacks=callbacks,
     )
     # Read back from the accelerator, so the log and run_info.json say what really ran.
@@ -222,6 +257,8 @@ def main():
             "hub_dataset": hub_id(data_args.dataset_name),
             "splits": {name: len(part) for name, part in dataset.items()},
             "labels": labels,
+            "label_distribution": (f"{data_args.label_distribution} (weight {data_args.label_distribution_weight})"
+                                   if soft_labels else None),
             "model": model_args.model_name_or_path or f"fer-cnn-{model_args.model_variant}",
             "hub_base_model": hub_id(model_args.model_name_or_path),
             "parameters": sum(p.numel() for p in model.parameters()),
@@ -362,6 +399,33 @@ def add_train_rows(train: Dataset, data_args: DataTrainingArguments, seed: int) 
         parts.append(extra.cast(train.features))
         logger.info("Added %d training rows from %s", len(extra), source)
     return concatenate_datasets(parts)
+
+
+def check_label_distribution_args(data_args: DataTrainingArguments, training_args: TrainingArguments) -> None:
+    """Refuses the flag combinations --label_distribution cannot honour, naming the flag."""
+    if not 0 <= data_args.label_distribution_weight <= 1:
+        raise ValueError(f"--label_distribution_weight {data_args.label_distribution_weight}: must be in [0, 1].")
+    if data_args.add_train_dataset:
+        raise ValueError("--label_distribution cannot be combined with --add_train_dataset: the added sources' "
+                         "rows have no FER+ votes.")
+    if training_args.label_smoothing_factor > 0:
+        raise ValueError("--label_distribution cannot be combined with --label_smoothing_factor > 0: the vote "
+                         "distribution already smooths the targets; set --label_smoothing_factor 0.")
+
+
+def soft_target_cross_entropy(outputs, labels: torch.Tensor, num_items_in_batch=None) -> torch.Tensor:
+    """Cross-entropy against class distributions (batch x classes, training) or class ids (evaluation).
+
+    Trainer's `compute_loss_func`. Trainer counts `num_items_in_batch` as the label entries over the whole
+    accumulated (and, in DDP, gathered) batch, i.e. rows x classes for distributions: dividing the summed
+    loss by the row count keeps it a per-row mean under gradient accumulation and several processes.
+    """
+    logits = outputs["logits"].float()  # fp32 log-softmax under bf16 autocast
+    losses = F.cross_entropy(logits, labels, reduction="none")  # takes class ids or probabilities alike
+    if num_items_in_batch is None:
+        return losses.mean()
+    rows = num_items_in_batch / labels.shape[-1] if labels.is_floating_point() else num_items_in_batch
+    return losses.sum() / rows
 
 
 def collate(examples: list[dict]) -> dict[str, torch.Tensor]:

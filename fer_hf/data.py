@@ -312,13 +312,63 @@ def select_labels(dataset: DatasetDict, names: list[str]) -> DatasetDict:
     if unknown or len(names) < 2:
         raise DataError(f"--labels {names}: need at least two of the dataset's classes {known}; unknown: {unknown}.")
     new_id = {known.index(name): i for i, name in enumerate(names)}
-    features = _features(names)
-    return DatasetDict({
-        split: part.filter(lambda label: label in new_id, input_columns="label").map(
+
+    def renumbered(part: Dataset) -> Dataset:
+        features = part.features.copy()  # other columns (e.g. FER+ votes) are kept as they are
+        features["label"] = ClassLabel(names=names)
+        return part.filter(lambda label: label in new_id, input_columns="label").map(
             lambda label: {"label": new_id[label]}, input_columns="label", features=features
         )
-        for split, part in dataset.items()
-    })
+
+    return DatasetDict({split: renumbered(part) for split, part in dataset.items()})
+
+
+# --- FER+ label distributions ------------------------------------------------------------------
+
+# FER+ (Barsoum et al. 2016) had ten annotators vote on each FER-2013 face; the vote columns of
+# `train_meta.parquet` for each FER-2013 class. contempt, unknown and NF (not a face) have no class here.
+FERPLUS_VOTE_COLUMNS = {
+    "angry": "ferplus_anger", "disgust": "ferplus_disgust", "fear": "ferplus_fear", "happy": "ferplus_happiness",
+    "sad": "ferplus_sadness", "surprise": "ferplus_surprise", "neutral": "ferplus_neutral",
+}
+
+
+def ferplus_distributions(source: str | Path, names: list[str]) -> np.ndarray:
+    """The FER+ vote distribution of each training row of `source`, over the classes `names` (rows x names).
+
+    Read from the `train_meta.parquet` beside the source's train parquet (same row order). Votes for
+    classes not in `names` are dropped and each row renormalised; a row with no vote on any of them is
+    all zeros (`soft_targets` then keeps its one-hot label).
+
+    Raises:
+        DataError: no `train_meta.parquet` beside the source, a vote column missing, or a class FER+ has no votes for.
+    """
+    import pyarrow.parquet as pq
+
+    path = Path(source).expanduser()
+    meta = path.with_name(f"{path.stem}_meta.parquet") if path.is_file() else path / "train_meta.parquet"
+    if not meta.is_file():
+        raise DataError(f"{meta}: not found; FER+ label distributions need the train split's meta file (with the "
+                        f"ferplus_* vote columns, same row order) beside the train parquet of {source}.")
+    unknown = [name for name in names if name not in FERPLUS_VOTE_COLUMNS]
+    if unknown:
+        raise DataError(f"FER+ has no votes for the class(es) {unknown}; it covers {list(FERPLUS_VOTE_COLUMNS)}.")
+    columns = [FERPLUS_VOTE_COLUMNS[name] for name in names]
+    available = pq.read_schema(meta).names
+    missing = [column for column in columns if column not in available]
+    if missing:
+        raise DataError(f"{meta}: missing vote column(s) {missing}; it has {available}.")
+    table = pq.read_table(meta, columns=columns)
+    votes = np.stack([table[column].to_numpy(zero_copy_only=False) for column in columns], axis=1).astype(np.float32)
+    totals = votes.sum(axis=1, keepdims=True)
+    return np.divide(votes, totals, out=np.zeros_like(votes), where=totals > 0)
+
+
+def soft_targets(labels: np.ndarray, distributions: np.ndarray, weight: float) -> np.ndarray:
+    """`(1 - weight) * one-hot(label) + weight * distribution` per row; rows without a distribution stay one-hot."""
+    one_hot = np.eye(distributions.shape[1], dtype=np.float32)[np.asarray(labels)]
+    has_votes = distributions.sum(axis=1, keepdims=True) > 0
+    return np.where(has_votes, (1 - weight) * one_hot + weight * distributions, one_hot).astype(np.float32)
 
 
 def class_counts(dataset: Dataset) -> dict[str, int]:
@@ -384,13 +434,17 @@ def augment(image: Image.Image, rng: random.Random) -> Image.Image:
     return ImageEnhance.Contrast(image).enhance(rng.uniform(0.8, 1.2))
 
 
-def make_transform(image_processor, *, train: bool, grayscale: bool) -> Callable[[dict], dict]:
+def make_transform(
+    image_processor, *, train: bool, grayscale: bool, soft_labels: bool = False
+) -> Callable[[dict], dict]:
     """Builds the batched `with_transform` function: images -> `pixel_values`, `label` -> `labels`.
 
     Args:
         image_processor: the model's image processor (ours or any Hub model's).
         train: apply `augment` (training only; evaluation sees the images as they are).
         grayscale: work in "L" (our CNN) rather than "RGB" (Hub models such as ViT).
+        soft_labels: `labels` are the rows' `target` column (float class distributions, see
+            `soft_targets`) rather than their integer `label`.
     """
     rng = random.Random()
     mode = "L" if grayscale else "RGB"
@@ -400,7 +454,7 @@ def make_transform(image_processor, *, train: bool, grayscale: bool) -> Callable
         if train:
             images = [augment(image, rng) for image in images]
         pixel_values = image_processor(images, return_tensors="pt")["pixel_values"]
-        return {"pixel_values": pixel_values, "labels": batch["label"]}
+        return {"pixel_values": pixel_values, "labels": batch["target"] if soft_labels else batch["label"]}
 
     return transform
 
@@ -411,10 +465,12 @@ __all__ = [
     "check_image_file",
     "class_counts",
     "crop_faces",
+    "ferplus_distributions",
     "load_fer2013_csv",
     "load_fer_dataset",
     "load_kaggle_folders",
     "load_photo_folder",
     "make_transform",
     "select_labels",
+    "soft_targets",
 ]

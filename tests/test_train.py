@@ -6,6 +6,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from tests.conftest import FER_DIR, HAPPY_SAD_DIR, ROOT, requires_shared, run_python
 from tests.test_modeling import REMOTE_CODE_SNIPPET
 
@@ -156,3 +158,115 @@ def test_a_checkpoint_cut_short_by_a_crash_is_skipped(tmp_path):
     assert "Skipping checkpoint-6: incomplete" in result.stdout
     assert "Resuming from checkpoint-3" in result.stdout
     assert json.loads((out / "trainer_state.json").read_text())["global_step"] == 6
+
+
+# --- --label_distribution ferplus ---------------------------------------------------------------
+
+
+def _ferplus_fixture(folder, *, meta=True, train_rows=64, eval_rows=32):
+    """A FER-2013 parquet folder of the first real rows, with the real train_meta.parquet rows beside it."""
+    import pyarrow.parquet as pq
+    from datasets import load_dataset
+
+    folder.mkdir()
+    for name, rows in (("train", train_rows), ("publictest", eval_rows)):
+        part = load_dataset("parquet", data_files=str(FER_DIR / f"{name}.parquet"), split="train")
+        part.select(range(rows)).to_parquet(folder / f"{name}.parquet")
+    if meta:
+        rows = pq.read_table(FER_DIR / "train_meta.parquet").slice(0, train_rows)
+        pq.write_table(rows, folder / "train_meta.parquet")
+    return folder
+
+
+def test_ferplus_distributions_are_the_rows_votes():
+    import numpy as np
+    import pyarrow.parquet as pq
+
+    from fer_hf import FER2013_LABELS
+    from fer_hf.data import ferplus_distributions, soft_targets
+
+    meta = pq.read_table(FER_DIR / "train_meta.parquet").to_pandas()
+    # The votes of three real rows (angry, disgust, fear, happy, sad, surprise, neutral order), as stored.
+    votes = {0: [3, 2, 0, 0, 1, 0, 4], 4: [0, 0, 0, 0, 1, 0, 9], 10588: [0, 0, 0, 0, 0, 0, 0]}
+    columns = ["ferplus_anger", "ferplus_disgust", "ferplus_fear", "ferplus_happiness", "ferplus_sadness",
+               "ferplus_surprise", "ferplus_neutral"]
+    for row, expected in votes.items():
+        assert meta.loc[row, columns].tolist() == expected
+    assert meta.loc[4, "ferplus_NF"] == 0 and meta.loc[10588, ["ferplus_unknown", "ferplus_NF"]].sum() > 0
+
+    distributions = ferplus_distributions(FER_DIR, list(FER2013_LABELS))
+    assert distributions.shape == (28709, 7)
+    np.testing.assert_allclose(distributions[[0, 4, 10588]], [[0.3, 0.2, 0, 0, 0.1, 0, 0.4],
+                                                              [0, 0, 0, 0, 0.1, 0, 0.9], [0] * 7], atol=1e-6)
+    # Half one-hot (rows 0 and 4 are labelled angry and neutral), half votes; a row without votes stays one-hot.
+    labels = meta.loc[[0, 4, 10588], "label"].to_numpy()
+    assert labels[:2].tolist() == [0, 6]
+    expected = [[0.65, 0.1, 0, 0, 0.05, 0, 0.2], [0, 0, 0, 0, 0.05, 0, 0.95], np.eye(7)[labels[2]]]
+    np.testing.assert_allclose(soft_targets(labels, distributions[[0, 4, 10588]], 0.5), expected, atol=1e-6)
+    # --labels sad neutral: the other classes' votes are dropped and the rest renormalised (row 3: 4 sad, 4 neutral).
+    np.testing.assert_allclose(ferplus_distributions(FER_DIR / "train.parquet", ["sad", "neutral"])[[0, 3]],
+                               [[0.2, 0.8], [0.5, 0.5]], atol=1e-6)
+
+
+def test_soft_target_loss_takes_distributions_and_class_ids():
+    import torch
+    import torch.nn.functional as F
+
+    from train import soft_target_cross_entropy
+
+    logits = torch.tensor([[2.0, 0.0, -1.0], [0.5, 0.5, 1.0]])
+    ids = torch.tensor([0, 2])
+    outputs = {"logits": logits}
+    assert torch.isclose(soft_target_cross_entropy(outputs, ids), F.cross_entropy(logits, ids))
+    # One-hot distributions give the class-id loss; Trainer's count for them is rows x classes.
+    one_hot = F.one_hot(ids, 3).float()
+    assert torch.isclose(soft_target_cross_entropy(outputs, one_hot, num_items_in_batch=torch.tensor(6)),
+                         F.cross_entropy(logits, ids))
+    soft = torch.tensor([[0.5, 0.5, 0.0], [0.0, 0.2, 0.8]])
+    by_hand = -(soft * logits.log_softmax(-1)).sum(-1).mean()
+    assert torch.isclose(soft_target_cross_entropy(outputs, soft), by_hand)
+
+
+def test_ferplus_label_distribution_trains(tmp_path):
+    data = _ferplus_fixture(tmp_path / "fer")
+    out = tmp_path / "ferplus"
+    _train("--dataset_name", data, "--output_dir", out, "--max_steps", "3", "--label_distribution", "ferplus",
+           "--label_distribution_weight", "0.6")
+    info = json.loads((out / "run_info.json").read_text())
+    assert info["steps"] == 3 and info["splits"] == {"train": 64, "validation": 32}
+    assert info["label_distribution"] == "ferplus (weight 0.6)" and "--label_distribution ferplus" in info["command"]
+    assert json.loads((out / "validation_report.json").read_text())["metrics"]["samples"] == 32
+    assert (out / "README.md").is_file()
+
+    # A Hub model's own loss takes class ids only; the soft-target loss replaces it (a tiny local ViT, as above).
+    from transformers import ViTConfig, ViTForImageClassification, ViTImageProcessorPil
+
+    vit = tmp_path / "tiny-vit"
+    ViTForImageClassification(ViTConfig(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=2,
+                                         num_attention_heads=2, intermediate_size=64)).save_pretrained(vit)
+    ViTImageProcessorPil(size={"height": 32, "width": 32}).save_pretrained(vit)
+    run_python([ROOT / "train.py", "--dataset_name", data, "--output_dir", tmp_path / "vit", "--model_name_or_path",
+                vit, "--labels", "sad", "neutral", "--label_distribution", "ferplus", "--max_steps", "2",
+                "--per_device_train_batch_size", "8", "--learning_rate", "1e-4", "--disable_tqdm", "true"])
+    info = json.loads((tmp_path / "vit" / "run_info.json").read_text())
+    assert info["steps"] == 2 and info["labels"] == ["sad", "neutral"]
+
+
+def test_ferplus_label_distribution_refuses_what_it_cannot_honour(tmp_path):
+    from fer_hf.data import DataError, ferplus_distributions
+
+    with pytest.raises(DataError, match="train_meta.parquet: not found"):
+        ferplus_distributions(_ferplus_fixture(tmp_path / "no-meta", meta=False, train_rows=4, eval_rows=4), ["happy"])
+    import pyarrow.parquet as pq
+
+    no_fear = _ferplus_fixture(tmp_path / "no-fear", train_rows=4, eval_rows=4) / "train_meta.parquet"
+    pq.write_table(pq.read_table(no_fear).drop(["ferplus_fear"]), no_fear)
+    with pytest.raises(DataError, match=r"missing vote column\(s\) \['ferplus_fear'\]"):
+        ferplus_distributions(no_fear.parent, ["happy", "fear"])
+    with pytest.raises(DataError, match="no votes for the class"):
+        ferplus_distributions(FER_DIR, ["happy", "contempt"])
+    for extra, message in ((["--add_train_dataset", HAPPY_SAD_DIR], "--add_train_dataset"),
+                           (["--label_smoothing_factor", "0.1"], "already smooths")):
+        run = _train("--dataset_name", FER_DIR, "--label_distribution", "ferplus", *extra, "--output_dir",
+                     tmp_path / "x", "--max_steps", "1", check=False)
+        assert run.returncode != 0 and message in run.stdout and "ValueError" in run.stdout
