@@ -28,7 +28,7 @@ import numpy as np
 from gradio.utils import get_upload_folder
 from PIL import Image, ImageDraw, ImageFont
 
-from fer_hf.faces import FaceExpressionRecognizer
+from fer_hf.faces import FaceDetector, FaceExpressionRecognizer
 from fer_hf.hub import explain_hub_error, load_classifier
 from fer_hf.images import load_image, reuse_freed_memory
 from fer_hf.predict import find_model
@@ -43,6 +43,13 @@ SHOWN_SIDE = (640, 1024)  # the annotated photo's longer side: small photos are 
 STREAM_EVERY = 0.2  # seconds between the webcam frames the browser sends
 STREAM_TIME_LIMIT = 60  # seconds a webcam stream may run; then it stops and frees its slot
 STREAM_CONCURRENCY = 2  # webcam streams served at once; more wait in the queue
+# Webcam frames are searched for faces on a copy with this longer side, not the photos' 480 px. On
+# bench_demo.py's 640x480 frames of the 202 happy_sad photos of a photographed face, detection took
+# 0.42x the time at 480 (timed in turn with it), and of the faces found at 480, 258 of the 263 at
+# least 80 px high (a webcam face is that large) were found again (the 5 others: 3 tilted faces of a
+# group shot, one cut by the frame's edge, an ear), and 301 of the 345 smaller ones. 400 px kept no more
+# of the large faces; 256 px lost many more small ones. bench_demo.py measures it: benchmarks/results/demo.md.
+STREAM_DETECT_SIDE = 320
 SELECTED, OTHER = "#f97316", "#38bdf8"  # box colours: the face whose scores are shown, the others
 
 Result = dict[str, Any]  # {"width", "height", "faces": [FaceExpressionRecognizer dicts]}
@@ -171,6 +178,13 @@ class FaceDemo:
         # classified as a whole. A shallow copy shares them all, so nothing is built or loaded twice.
         self.whole_image = copy.copy(recognizer)
         self.whole_image.classify_whole_image = True
+        # The webcam stream's: the same again with its own detector at STREAM_DETECT_SIDE (measured for
+        # libfacedetection only; another backend keeps the photos' detector).
+        self.stream = copy.copy(recognizer)
+        detector = recognizer.detector
+        if detector.backend == "libfacedetection" and detector.max_side > STREAM_DETECT_SIDE:
+            self.stream.detector = FaceDetector(detector.backend, score_threshold=detector.score_threshold,
+                                                max_side=STREAM_DETECT_SIDE, min_face_size=detector.min_face_size)
 
     def analyze(self, photo: str | dict | None, whole_image: bool = False) -> tuple:
         """Photo -> (annotated photo, result JSON, scores of face 1, status)."""
@@ -235,7 +249,7 @@ class FaceDemo:
         if frame is None:
             return None, None, ""
         start = time.perf_counter()
-        faces = self.recognizer(frame)
+        faces = self.stream(frame)
         image = self._shown(draw_faces(Image.fromarray(frame), faces))
         took = f"{(time.perf_counter() - start) * 1000:.0f} ms"
         if not faces:

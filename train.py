@@ -12,6 +12,7 @@ USER/NAME` the best model, its card and reports are pushed once, at the end (tok
 
 import json
 import logging
+import os
 import platform
 import shlex
 import sys
@@ -38,7 +39,7 @@ from fer_hf import FER_CNN_VARIANTS, FerCNNForImageClassification, FerConfig, Fe
 from fer_hf.data import (
     DataError, crop_faces, ferplus_distributions, load_fer_dataset, make_transform, select_labels, soft_targets,
 )
-from fer_hf.evaluation import compute_metrics, plot_training_curves, predict_logits, write_reports
+from fer_hf.evaluation import class_probabilities, compute_metrics, plot_training_curves, predict_logits, write_reports
 from fer_hf.hub import explain_hub_error, load_classifier, push_folder, write_model_card
 from fer_hf.inference import bf16_supported
 
@@ -77,14 +78,21 @@ class DataTrainingArguments:
     )
     label_distribution: str | None = field(
         default=None,
-        metadata={"choices": ["ferplus"],
+        metadata={"choices": ["ferplus", "teacher"],
                   "help": "Train on soft targets: `ferplus` mixes each training row's one-hot label with its FER+ "
-                  "annotator votes, read from the train_meta.parquet beside a FER-2013 parquet source. Validation "
-                  "and test keep their hard labels."},
+                  "annotator votes, read from the train_meta.parquet beside a FER-2013 parquet source; `teacher` "
+                  "with the mean class probabilities of the --teacher_models on the row (knowledge distillation). "
+                  "Validation and test keep their hard labels."},
     )
     label_distribution_weight: float = field(
         default=0.5,
-        metadata={"help": "Share of the vote distribution in each target: (1 - w) * one-hot + w * votes."},
+        metadata={"help": "Share of the distribution in each target: (1 - w) * one-hot + w * distribution."},
+    )
+    teacher_models: list[str] | None = field(
+        default=None,
+        metadata={"help": "With --label_distribution teacher: the classifiers (folders or Hub ids) whose mirror-averaged "
+                  "probabilities, averaged over them, are the distribution. Their labels must include the "
+                  "dataset's (matched by name). Predicted once; saved in output_dir for resumed runs."},
     )
     max_train_samples: int | None = field(default=None, metadata={"help": "Use only this many training rows."})
     max_eval_samples: int | None = field(default=None, metadata={"help": "Use only this many rows of each evaluation split."})
@@ -123,8 +131,10 @@ def main():
         hub_strategy="end",
     )
     model_args, data_args, training_args = parser.parse_args_into_dataclasses()
-    if data_args.label_distribution:
+    if data_args.label_distribution or data_args.teacher_models:
         check_label_distribution_args(data_args, training_args)  # before minutes of loading
+
+    lock = lock_output_dir(training_args.output_dir)  # noqa: F841 (held until the process ends)
 
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=training_args.get_process_log_level())
     transformers.utils.logging.set_verbosity(training_args.get_process_log_level())
@@ -141,7 +151,7 @@ def main():
         data_args.dataset_name, seed=training_args.seed, skip_bad_images=data_args.skip_bad_images,
         revision=data_args.dataset_revision,
     )
-    if data_args.label_distribution:
+    if data_args.label_distribution == "ferplus":
         # Attached while the train rows are still in train_meta.parquet's order; --labels and the row
         # selections below carry the column along with its row.
         names = data_args.labels or dataset["train"].features["label"].names
@@ -167,11 +177,6 @@ def main():
         for split in ("validation", "test"):
             if split in dataset:
                 dataset[split] = dataset[split].select(range(min(data_args.max_eval_samples, len(dataset[split]))))
-    if data_args.label_distribution:
-        train = dataset["train"]
-        targets = soft_targets(np.array(train["label"]), np.array(train["ferplus_votes"], dtype=np.float32),
-                               data_args.label_distribution_weight)
-        dataset["train"] = train.add_column("target", targets.tolist())
     labels = dataset["train"].features["label"].names
     id2label, label2id = dict(enumerate(labels)), {name: i for i, name in enumerate(labels)}
     logger.info("Data: %s; labels %s", {k: len(v) for k, v in dataset.items()}, labels)
@@ -200,6 +205,15 @@ def main():
         model = model.to(memory_format=torch.channels_last)
 
     soft_labels = data_args.label_distribution is not None
+    if soft_labels:
+        train = dataset["train"]
+        if data_args.label_distribution == "ferplus":
+            distributions = np.array(train["ferplus_votes"], dtype=np.float32)
+        else:
+            distributions = teacher_distributions(data_args.teacher_models, train, training_args,
+                                                  trust_remote_code=model_args.trust_remote_code)
+        targets = soft_targets(np.array(train["label"]), distributions, data_args.label_distribution_weight)
+        dataset["train"] = train.add_column("target", targets.tolist())
     dataset["train"].set_transform(make_transform(image_processor, train=True, grayscale=grayscale,
                                                   soft_labels=soft_labels))
     for split in ("validation", "test"):
@@ -259,6 +273,7 @@ def main():
             "labels": labels,
             "label_distribution": (f"{data_args.label_distribution} (weight {data_args.label_distribution_weight})"
                                    if soft_labels else None),
+            "teacher_models": data_args.teacher_models,
             "model": model_args.model_name_or_path or f"fer-cnn-{model_args.model_variant}",
             "hub_base_model": hub_id(model_args.model_name_or_path),
             "parameters": sum(p.numel() for p in model.parameters()),
@@ -329,6 +344,34 @@ class FerTrainer(Trainer):
             private=bool(self.args.hub_private_repo if private is None else private),
             token=token or self.args.hub_token, commit_message=commit_message or "End of training",
         )
+
+
+def lock_output_dir(output_dir: str):
+    """Refuses a second train.py on the same output_dir while one runs: both would write the same
+    checkpoints, and a rerun meant to resume a crashed run is easily started next to a live one.
+
+    Returns:
+        The open lock file (an advisory `flock`, released by the OS when the process ends, crash or
+        not); None where there is no `fcntl` (Windows), which runs unguarded.
+    """
+    try:
+        import fcntl
+    except ImportError:
+        return None
+    folder = Path(output_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    handle = open(folder / ".train.lock", "a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        owner = handle.read().strip() or "unknown"
+        raise SystemExit(f"{output_dir}: another train.py (pid {owner}) is training into this folder. Wait for "
+                         "it to end or stop it; rerunning the command then resumes from its last checkpoint.")
+    handle.truncate(0)
+    handle.write(str(os.getpid()))
+    handle.flush()
+    return handle
 
 
 def hub_id(name: str | None) -> str | None:
@@ -405,12 +448,47 @@ def check_label_distribution_args(data_args: DataTrainingArguments, training_arg
     """Refuses the flag combinations --label_distribution cannot honour, naming the flag."""
     if not 0 <= data_args.label_distribution_weight <= 1:
         raise ValueError(f"--label_distribution_weight {data_args.label_distribution_weight}: must be in [0, 1].")
-    if data_args.add_train_dataset:
+    if (data_args.label_distribution == "teacher") != bool(data_args.teacher_models):
+        raise ValueError("--teacher_models and --label_distribution teacher go together: give both or neither.")
+    if data_args.label_distribution == "ferplus" and data_args.add_train_dataset:
         raise ValueError("--label_distribution cannot be combined with --add_train_dataset: the added sources' "
                          "rows have no FER+ votes.")
     if training_args.label_smoothing_factor > 0:
-        raise ValueError("--label_distribution cannot be combined with --label_smoothing_factor > 0: the vote "
+        raise ValueError("--label_distribution cannot be combined with --label_smoothing_factor > 0: the "
                          "distribution already smooths the targets; set --label_smoothing_factor 0.")
+
+
+def teacher_distributions(teachers: list[str], train: Dataset, training_args: TrainingArguments, *,
+                          trust_remote_code: bool = False) -> np.ndarray:
+    """The teachers' class probabilities on each training row (mirror-averaged, then averaged over teachers).
+
+    Predicted on the rows as stored, before augmentation: an augmented view keeps its face's expression,
+    and one pass over the rows costs minutes where a teacher pass per training step would double every
+    epoch. Saved in output_dir, so a resumed run reads them back instead of predicting again.
+    """
+    names = train.features["label"].names
+    labels = np.array(train["label"])
+    saved = Path(training_args.output_dir) / "teacher_distributions.npz"
+    if saved.is_file():
+        cached = np.load(saved)
+        if (cached["teachers"].tolist(), cached["names"].tolist()) == (list(teachers), names) and \
+                np.array_equal(cached["labels"], labels):
+            logger.info("Teacher distributions read back from %s", saved)
+            return cached["distributions"]
+    device = training_args.device
+    total = np.zeros((len(train), len(names)), dtype=np.float64)
+    for teacher in teachers:
+        model, processor = load_classifier(teacher, trust_remote_code=trust_remote_code)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=training_args.bf16):
+            probabilities = class_probabilities(model.to(device), processor, train, names, flip_tta=True,
+                                                batch_size=training_args.per_device_eval_batch_size)
+        logger.info("Teacher %s agrees with the labels on %.2f%% of the %d training rows", teacher,
+                    100 * (probabilities.argmax(1) == labels).mean(), len(labels))
+        total += probabilities
+    distributions = (total / len(teachers)).astype(np.float32)
+    saved.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(saved, distributions=distributions, teachers=np.array(teachers), names=np.array(names), labels=labels)
+    return distributions
 
 
 def soft_target_cross_entropy(outputs, labels: torch.Tensor, num_items_in_batch=None) -> torch.Tensor:

@@ -1,8 +1,11 @@
 """What the demo and the predict CLI do, timed and scored on real photos, in one run.
 
-1. Webcam-sized frames: 640x480 frames cut from the real happy/sad photos; per frame, the median and
-   p90 latency of face detection alone, classification of the found faces alone, and detect +
-   classify (the demo's path), with the frames per second that gives.
+1. Webcam-sized frames: 640x480 frames cut from the real happy/sad photos, through the demo's live
+   path (app.FaceDemo's stream recognizer, its detector at app.STREAM_DETECT_SIDE); per frame, the
+   median and p90 latency of face detection alone, classification of the found faces alone, and
+   detect + classify, with the frames per second that gives; the photos' detector (480 px) on the
+   same frames for comparison. Then the faces found on the frames at the stream's side and at other
+   sides against those found at 480, by face size, with each side's detection time against 480's.
 2. The 301 photos of ../shared/data/happy_sad through the demo's path from the file
    (`FaceExpressionRecognizer` with its defaults): photos with a face found, split by what each photo
    shows as judged by eye (benchmarks/happy_sad_by_eye.csv: a photographed face, only drawn faces
@@ -36,6 +39,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from common import machine, write_table  # first: puts the repo root on sys.path for fer_hf
+from app import FaceDemo
 from fer_hf.faces import Box, FaceDetector, FaceExpressionRecognizer, crop_face
 from fer_hf.images import load_image, reuse_freed_memory
 from fer_hf.hub import load_classifier
@@ -45,6 +49,7 @@ PHOTOS = ROOT.parent / "shared" / "data" / "happy_sad"
 BY_EYE = ROOT / "benchmarks" / "happy_sad_by_eye.csv"
 KINDS = ("photo", "drawn", "none")  # the `face` column of BY_EYE
 NEGATIVE = ("angry", "disgust", "fear", "sad")
+LARGE_FACE = 80  # box height (px of a 640x480 frame) from which a face counts as webcam-sized
 
 
 def frames_from_photos(photos: list[Path], count: int) -> list[np.ndarray]:
@@ -94,6 +99,71 @@ def by_kind(hits: dict[str, bool], kinds: dict[str, str]) -> str:
     """'a | b | c' counts of photos with a hit among the photographed / drawn / no-face photos."""
     totals, found = Counter(kinds.values()), Counter(kinds[k] for k, hit in hits.items() if hit)
     return " | ".join(f"{found[kind]}/{totals[kind]}" for kind in KINDS)
+
+
+# ------------------------------------------------------------------------ 1. the stream's detector side
+
+
+def iou(a: Box, b: Box) -> float:
+    overlap = max(0, min(a.x1, b.x1) - max(a.x0, b.x0)) * max(0, min(a.y1, b.y1) - max(a.y0, b.y0))
+    return overlap / (a.area + b.area - overlap)
+
+
+def found_again(box: Box, others: list[Box]) -> bool:
+    return any(iou(box, other) >= 0.5 for other in others)
+
+
+def stream_sides(frames: list[np.ndarray], stream: FaceDetector, photo: FaceDetector, repeats: int = 3) -> list[str]:
+    """Faces found on the frames by the stream's detector and at a few other sides, against the photos' detector.
+
+    The sides are timed in turn on each frame, so that other work on the machine slows them alike;
+    per frame the fastest of `repeats` runs.
+    """
+    base = photo.max_side
+    sides = sorted({base, 400, stream.max_side, 256}, reverse=True)
+    detectors = {side: FaceDetector(stream.backend, score_threshold=stream.score_threshold, max_side=side) for side in sides}
+    boxes = {side: [detector(frame) for frame in frames] for side, detector in detectors.items()}  # and warm-up
+    times = {side: [] for side in sides}
+    for frame in frames:
+        best = dict.fromkeys(sides, float("inf"))
+        for _ in range(repeats):
+            for side, detector in detectors.items():
+                start = time.perf_counter()
+                detector(frame)
+                best[side] = min(best[side], (time.perf_counter() - start) * 1e3)
+        for side in sides:
+            times[side].append(best[side])
+    reference = [(frame, box) for frame, found in enumerate(boxes[base]) for box in found]
+    sizes = {"h < 40 px": (0, 40), f"h 40-{LARGE_FACE - 1} px": (40, LARGE_FACE), f"h >= {LARGE_FACE} px": (LARGE_FACE, 10**6)}
+    largest = [frame for frame, found in enumerate(boxes[base]) if found and found[0].height >= LARGE_FACE]
+    lines = [
+        f"### Faces found on the {len(frames)} frames, by the detector's longer side, against {base} px (the photos')",
+        "",
+        f"A face found at {base} counts as found again at a side where a box overlaps it with IoU >= 0.5; h is its "
+        f"box height in the 640x480 frame (a face in a webcam frame is usually >= {LARGE_FACE} px high). "
+        f"Detection time per frame against {base}'s, the sides timed in turn on each frame.",
+        "",
+        f"| longer side | frames with a face | faces | of the faces found at {base}: " + " | ".join(sizes)
+        + f" | faces h >= {LARGE_FACE} px not found at {base} | frames whose largest face at {base} "
+          f"(h >= {LARGE_FACE} px) is found | median detection ms | time against {base} |",
+        "|---|---|---|" + "---|" * len(sizes) + "---|---|---|---|",
+    ]
+    for side in sides:
+        found = boxes[side]
+        kept = []
+        for low, high in sizes.values():
+            group = [(frame, box) for frame, box in reference if low <= box.height < high]
+            kept.append(f"{sum(found_again(box, found[frame]) for frame, box in group)}/{len(group)}")
+        new = sum(box.height >= LARGE_FACE and not found_again(box, boxes[base][frame])
+                  for frame, in_frame in enumerate(found) for box in in_frame)
+        largest_kept = sum(found_again(boxes[base][frame][0], found[frame]) for frame in largest)
+        name = {base: f"{side} (the photos')", stream.max_side: f"{side} (the stream's)"}.get(side, str(side))
+        median = statistics.median(times[side])
+        lines.append(
+            f"| {name} | {sum(map(bool, found))}/{len(frames)} | {sum(map(len, found))} | {' | '.join(kept)} | {new} | "
+            f"{largest_kept}/{len(largest)} | {median:.1f} | {median / statistics.median(times[base]):.2f} |"
+        )
+    return lines + [""]
 
 
 # ---------------------------------------------------------------------------------------- 2. photos
@@ -312,14 +382,19 @@ def main():
     def happy_sad(scores: dict) -> str:
         return "happy" if scores["happy"] >= scores["sad"] else "sad"
 
-    # 1. frames
+    # 1. frames, through the demo's live path (FaceDemo.live runs its stream recognizer on each frame)
     frames = frames_from_photos(photos, args.frames)
+    stream = FaceDemo(recognizer).stream
     for frame in frames[:3]:
-        recognizer(frame)  # warm-up
-    boxes, detect_ms = timed(detector, frames)
+        stream(frame)  # warm-up
+        recognizer(frame)
+    boxes, detect_ms = timed(stream.detector, frames)
     crops = [[crop_face(Image.fromarray(f), b) for b in found] for f, found in zip(frames, boxes)]
-    _, classify_ms = timed(lambda faces: recognizer.classify(faces), [c for c in crops if c])
-    _, both_ms = timed(recognizer, frames)
+    _, classify_ms = timed(lambda faces: stream.classify(faces), [c for c in crops if c])
+    _, both_ms = timed(stream, frames)
+    _, photo_detect_ms = timed(detector, frames)
+    _, photo_both_ms = timed(recognizer, frames)
+    side_lines = stream_sides(frames, stream.detector, detector)
 
     # 2. photos, the demo's path
     photo_lines, _ = demo_path(recognizer, whole_image, photos, kinds, happy_sad)
@@ -338,18 +413,21 @@ def main():
         f"Command: `python benchmarks/bench_demo.py --model {shown} --frames {args.frames}"
         + (f' --note "{args.note}"' if args.note else "") + "`  ",
         f"{machine()}; load average {load:.1f} at the start; "
-        f"detector: {detector!r}; model: {shown} ({', '.join(labels)}); "
+        f"detector: {detector!r}; the webcam stream's: {stream.detector!r}; model: {shown} ({', '.join(labels)}); "
         f"freed memory kept for reuse as in app.py (fer_hf.images.reuse_freed_memory): {'yes' if kept else 'no'}.",
         *([f"Note: {args.note}"] if args.note else []),
         "",
-        f"## {len(frames)} frames of 640x480 cut from the real happy/sad photos",
+        f"## {len(frames)} frames of 640x480 cut from the real happy/sad photos, through the live webcam path",
         "",
         "| step | median ms | p90 ms | frames/s at the median |",
         "|---|---|---|---|",
-        f"| detection alone | {summary(detect_ms)} |",
+        f"| detection alone, at {stream.detector.max_side} px (the stream's detector) | {summary(detect_ms)} |",
         f"| classification alone (the frame's faces, one batch; {sum(map(len, crops))} faces in {sum(1 for c in crops if c)} frames) | {summary(classify_ms)} |",
-        f"| detect + classify (the demo's path) | {summary(both_ms)} |",
+        f"| detect + classify (the live stream's path) | {summary(both_ms)} |",
+        f"| for comparison: detection alone at {detector.max_side} px (the photos' detector) | {summary(photo_detect_ms)} |",
+        f"| for comparison: detect + classify with the photos' detector | {summary(photo_both_ms)} |",
         "",
+        *side_lines,
         *photo_lines,
         *detector_lines,
         *sweep_lines,

@@ -69,6 +69,24 @@ def predict_logits(model, image_processor, dataset, *, batch_size: int = 256, fl
     return np.concatenate(outputs) if outputs else np.zeros((0, model.config.num_labels), dtype=np.float32)
 
 
+def class_probabilities(model, image_processor, dataset, names: list[str], *, batch_size: int = 256,
+                        flip_tta: bool = False) -> np.ndarray:
+    """Probabilities over the classes `names` (matched to the model's labels by name) of every row of `dataset`.
+
+    The softmax is taken over those classes only, so a 7-class model gives a happy/sad dataset its
+    happy-vs-sad scores.
+
+    Raises:
+        ValueError: the model has no label of that name.
+    """
+    model_names = [model.config.id2label[i] for i in range(model.config.num_labels)]
+    missing = [name for name in names if name not in model_names]
+    if missing:
+        raise ValueError(f"{model.config.name_or_path}: no class {missing} among its labels {model_names}.")
+    logits = predict_logits(model, image_processor, dataset, batch_size=batch_size, flip_tta=flip_tta)
+    return torch.softmax(torch.from_numpy(logits[:, [model_names.index(name) for name in names]]), dim=-1).numpy()
+
+
 def write_reports(output_dir: str | Path, split: str, logits: np.ndarray, labels, label_names: list[str]) -> dict:
     """Writes `{split}_report.json`/`.txt` (per-class precision/recall/F1) and `{split}_confusion_matrix.png`.
 
@@ -141,7 +159,7 @@ def plot_training_curves(log_history: list[dict], path: str | Path) -> None:
     plt.close(fig)
 
 
-__all__ = ["FerMetrics", "compute_metrics", "plot_confusion_matrix", "plot_training_curves", "predict_logits", "write_reports"]
+__all__ = ["FerMetrics", "class_probabilities", "compute_metrics", "plot_confusion_matrix", "plot_training_curves", "predict_logits", "write_reports"]
 
 
 def evaluate_on_dataset(model, image_processor, dataset, *, output_dir=None, split="validation", batch_size=256,

