@@ -134,7 +134,8 @@ def main():
     if data_args.label_distribution or data_args.teacher_models:
         check_label_distribution_args(data_args, training_args)  # before minutes of loading
 
-    lock = lock_output_dir(training_args.output_dir)  # noqa: F841 (held until the process ends)
+    # One lock per run: under `accelerate launch` / torchrun only the main process takes it.
+    lock = lock_output_dir(training_args.output_dir) if training_args.process_index == 0 else None  # noqa: F841
 
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=training_args.get_process_log_level())
     transformers.utils.logging.set_verbosity(training_args.get_process_log_level())
