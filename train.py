@@ -487,8 +487,12 @@ def teacher_distributions(teachers: list[str], train: Dataset, training_args: Tr
                     100 * (probabilities.argmax(1) == labels).mean(), len(labels))
         total += probabilities
     distributions = (total / len(teachers)).astype(np.float32)
-    saved.parent.mkdir(parents=True, exist_ok=True)
-    np.savez(saved, distributions=distributions, teachers=np.array(teachers), names=np.array(names), labels=labels)
+    if training_args.process_index == 0:  # one writer; written aside and renamed, so no rank reads half a file
+        saved.parent.mkdir(parents=True, exist_ok=True)
+        partial = saved.with_name(f"{saved.stem}.partial.npz")
+        np.savez(partial, distributions=distributions, teachers=np.array(teachers), names=np.array(names),
+                 labels=labels)
+        os.replace(partial, saved)
     return distributions
 
 
