@@ -104,13 +104,8 @@ def by_kind(hits: dict[str, bool], kinds: dict[str, str]) -> str:
 # ------------------------------------------------------------------------ 1. the stream's detector side
 
 
-def iou(a: Box, b: Box) -> float:
-    overlap = max(0, min(a.x1, b.x1) - max(a.x0, b.x0)) * max(0, min(a.y1, b.y1) - max(a.y0, b.y0))
-    return overlap / (a.area + b.area - overlap)
-
-
 def found_again(box: Box, others: list[Box]) -> bool:
-    return any(iou(box, other) >= 0.5 for other in others)
+    return any(box.iou(other) >= 0.5 for other in others)
 
 
 def stream_sides(frames: list[np.ndarray], stream: FaceDetector, photo: FaceDetector, repeats: int = 3) -> list[str]:

@@ -87,6 +87,12 @@ class Box:
         """(x0, y0, x1, y1)."""
         return (self.x0, self.y0, self.x1, self.y1)
 
+    def iou(self, other: Box) -> float:
+        """Intersection over union with another box (0 for two empty boxes)."""
+        overlap = max(0, min(self.x1, other.x1) - max(self.x0, other.x0)) * max(0, min(self.y1, other.y1) - max(self.y0, other.y0))
+        union = self.area + other.area - overlap
+        return overlap / union if union else 0.0
+
 
 BACKENDS = ("libfacedetection", "haar")
 

@@ -16,7 +16,7 @@ from PIL import Image, ImageOps
 import app
 from fer_hf import FER2013_LABELS
 from fer_hf.__main__ import main as cli
-from fer_hf.faces import FaceExpressionRecognizer
+from fer_hf.faces import Box, FaceExpressionRecognizer
 from fer_hf.hub import load_classifier
 from fer_hf.predict import collect_images, find_model
 from tests.apptools import PHOTOS, png_header_only, save_tiny_model
@@ -295,10 +295,7 @@ def test_live_frames_are_searched_at_the_stream_side(demo):
         assert max(scores, key=scores.get) == label
         (stream_face,), (photo_face,) = happy_sad.stream(frame), happy_sad.recognizer(frame)
         assert stream_face["scores"] == scores
-        (ax0, ay0, ax1, ay1), (bx0, by0, bx1, by1) = stream_face["box"], photo_face["box"]
-        overlap = max(0, min(ax1, bx1) - max(ax0, bx0)) * max(0, min(ay1, by1) - max(ay0, by0))
-        union = (ax1 - ax0) * (ay1 - ay0) + (bx1 - bx0) * (by1 - by0) - overlap
-        assert overlap / union >= 0.8, (stream_face["box"], photo_face["box"])
+        assert Box(*stream_face["box"], 0).iou(Box(*photo_face["box"], 0)) >= 0.8, (stream_face["box"], photo_face["box"])
 
 
 def test_the_blocks_stream_and_examples_settings(fer_model, tmp_path, monkeypatch):
