@@ -180,8 +180,8 @@ def evaluate_on_dataset(model, image_processor, dataset, *, output_dir=None, spl
         raise ValueError(f"The model's labels {model_names} and the dataset's {dataset_names} share fewer than two classes.")
     keep = {dataset_names.index(name) for name in common}
     rows = dataset.filter(lambda label: label in keep, input_columns="label") if len(keep) < len(dataset_names) else dataset
-    logits = predict_logits(model, image_processor, rows, batch_size=batch_size, flip_tta=flip_tta)
-    logits = logits[:, [model_names.index(name) for name in common]]
+    # Probabilities over the common classes: their argmax is that of the logits, which is all the reports use.
+    logits = class_probabilities(model, image_processor, rows, common, batch_size=batch_size, flip_tta=flip_tta)
     labels = [common.index(dataset_names[label]) for label in rows["label"]]
     if output_dir is None:
         predictions = np.argmax(logits, axis=-1)
