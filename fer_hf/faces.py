@@ -480,11 +480,10 @@ class FaceExpressionRecognizer:
             bf16 or fp32 TorchScript for a FER CNN on the CPU, whichever this machine runs fastest;
             the model as it is for any other). `self.runtime.mode` says which one runs.
         flip_tta: Average the class probabilities of each crop and its mirror image (test-time
-            augmentation, in the same forward pass): a face and its mirror get the same scores. On
-            PublicTest through the int8 runtime it takes fer2013-cnn from 68.07% to 68.90%,
-            fer2013-cnn-fast from 65.78% to 66.48% and happy-sad-cnn from 93.73% to 94.32%, at half
-            the faces per second in batches; a single face takes about as long, 1.09 ms instead of
-            1.07 for fer2013-cnn (benchmarks/results/inference.md).
+            augmentation, in the same forward pass): a face and its mirror get the same scores. It
+            raises every bundled model's PublicTest accuracy through the int8 runtime, at half the
+            faces per second in batches and about the same time for one face (the "mirror-averaged"
+            rows of benchmarks/results/inference.md).
     """
 
     def __init__(

@@ -125,8 +125,10 @@ def build_model_card(
         command=info["command"],
         hardware=info["hardware"],
         precision=info["precision"],
+        batch_norm=info.get("batch_norm"),  # absent from runs before it existed
         train_time=_run_time(info),
         steps=info["steps"],
+        started_from=info["model"],
         epochs=info["epochs"],
         versions=info["versions"],
         repo_id=repo_id or str(output_dir),

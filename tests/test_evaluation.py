@@ -9,7 +9,7 @@ from sklearn.metrics import f1_score
 
 from fer_hf import FerCNNForImageClassification, FerConfig, FerImageProcessor
 from fer_hf.data import load_fer_dataset, select_labels
-from fer_hf.evaluation import FerMetrics, evaluate_on_dataset, predict_logits, write_reports
+from fer_hf.evaluation import FerMetrics, evaluate_on_dataset, predict_logits, recompute_batch_norm_statistics, write_reports
 
 from tests.conftest import run_python, write_fer_csv
 
@@ -69,3 +69,31 @@ def test_evaluate_cli_reproduces_the_metrics(tmp_path, fer_rows, small_model):
     assert printed["samples"] == 20
     assert (tmp_path / "eval" / "validation_confusion_matrix.png").exists()
     assert "precision" in result.stdout and "macro-F1" in result.stdout
+
+
+def test_batch_norm_statistics_are_recomputed_on_the_rows_as_evaluation_sees_them(tmp_path, fer_rows):
+    torch.manual_seed(0)
+    model = FerCNNForImageClassification(FerConfig(hidden_sizes=[4, 8, 8], depths=[1, 1, 1], hidden_dropout_prob=0.5))
+    processor = FerImageProcessor()
+    rows = load_fer_dataset(write_fer_csv(tmp_path / "fer.csv", fer_rows))["train"]  # 40 real faces
+    first = model.fer_cnn.stages[0].layers[0]
+    first.normalization.running_mean.fill_(5.0)  # stale statistics, as training leaves them
+    model.train()
+
+    assert recompute_batch_norm_statistics(model, processor, rows, batch_size=8) == 3
+    # The first batch norm sees the first convolution's output: its mean over all 40 faces (5 equal batches).
+    with torch.no_grad():
+        pixels = processor([image.convert("L") for image in rows["image"]], return_tensors="pt")["pixel_values"]
+        expected = first.convolution(pixels).mean(dim=(0, 2, 3))
+    torch.testing.assert_close(first.normalization.running_mean, expected, rtol=1e-4, atol=1e-5)
+    # Dropout (p=0.5 between stages) was off: a second pass gives the same statistics of every layer.
+    before = {name: buffer.clone() for name, buffer in model.named_buffers()}
+    recompute_batch_norm_statistics(model, processor, rows, batch_size=8)
+    for name, buffer in model.named_buffers():
+        torch.testing.assert_close(buffer, before[name], msg=name)
+    # Left ready to score, with the layers' usual exponential averaging for any later training.
+    assert not model.training and first.normalization.momentum == 0.1
+
+    # A model without batch norm is left as it was.
+    linear = torch.nn.Linear(2, 2)
+    assert recompute_batch_norm_statistics(linear, processor, rows) == 0

@@ -7,6 +7,7 @@ import sys
 import time
 
 import pytest
+import torch
 
 from tests.conftest import FER_DIR, HAPPY_SAD_DIR, ROOT, requires_shared, run_python
 from tests.test_modeling import REMOTE_CODE_SNIPPET
@@ -36,6 +37,7 @@ def test_fer2013_slice_trains_and_leaves_a_complete_folder(tmp_path):
     from fer_hf.inference import bf16_supported
 
     assert info["precision"] == ("bf16 autocast + channels_last" if bf16_supported() else "fp32")
+    assert info["batch_norm"] == "statistics recomputed on the 256 unaugmented training rows"
     report = json.loads((out / "validation_report.json").read_text())
     eval_results = json.loads((out / "eval_results.json").read_text())
     assert report["metrics"]["samples"] == 128
@@ -59,6 +61,25 @@ def test_fer2013_slice_trains_and_leaves_a_complete_folder(tmp_path):
     remote = json.loads(result.stdout.strip().splitlines()[-1])
     assert remote["classes"] == ["FerCNNForImageClassification", "FerImageProcessor"]
     assert remote["pipeline"][0] in info["labels"]
+
+
+def test_zero_epochs_recompute_only_the_batch_norm_statistics(tmp_path):
+    from safetensors.torch import load_file
+
+    out, bundled = tmp_path / "bn", ROOT / "models" / "fer2013-cnn-fast"
+    _train("--dataset_name", FER_DIR, "--output_dir", out, "--model_name_or_path", bundled, "--num_train_epochs", "0",
+           "--max_train_samples", "256", "--max_eval_samples", "64")
+    info = json.loads((out / "run_info.json").read_text())
+    assert info["steps"] == 0 and info["batch_norm"] == "statistics recomputed on the 256 unaugmented training rows"
+    before, after = load_file(bundled / "model.safetensors"), load_file(out / "model.safetensors")
+    assert before.keys() == after.keys()
+    statistics = [name for name in before if name.endswith(("running_mean", "running_var"))]
+    assert len(statistics) == 2 * 8  # the 8 batch norms of base-s2
+    for name in before:
+        if name in statistics:
+            assert not torch.equal(before[name], after[name]), name
+        elif not name.endswith("num_batches_tracked"):
+            assert torch.equal(before[name], after[name]), f"{name} changed: nothing but statistics may"
 
 
 def test_happy_sad_photos_train_with_a_test_split(tmp_path):
