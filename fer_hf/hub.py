@@ -43,7 +43,8 @@ from transformers import AutoImageProcessor, AutoModelForImageClassification
 
 logger = logging.getLogger(__name__)
 
-TEMPLATE_PATH = Path(__file__).resolve().parent.parent / "model_card.md"
+# The repo's top-level model_card.md, through a link that pip install copies into the package.
+TEMPLATE_PATH = Path(__file__).parent / "model_card.md"
 WEIGHTS_FILES = ("model.safetensors", "model.safetensors.index.json")
 
 # Never uploaded. Checkpoints are resumable training state (optimizer, scheduler, RNG) that only this

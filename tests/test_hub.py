@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -332,3 +333,25 @@ def test_pickle_only_weights_are_refused_unless_allowed(tmp_path):
     loaded, _ = load_classifier(tmp_path, allow_pickle=True)  # the explicit opt-in
     pixel_values = torch.zeros(1, 1, 48, 48)
     assert torch.equal(loaded(pixel_values).logits, model(pixel_values).logits)
+
+
+def test_an_installed_fer_hf_carries_the_model_card_template(tmp_path):
+    # `pip install .` copies the package only; fer_hf/model_card.md (a link to the top-level template)
+    # must come along, or `python -m fer_hf push` and train.py's card fail outside a clone.
+    source = tmp_path / "source"
+    shutil.copytree(ROOT, source, symlinks=True,
+                    ignore=shutil.ignore_patterns(".git", "runs", "models", "tests", "benchmarks", "docs", "build",
+                                                  "*.egg-info", "__pycache__"))
+    target = tmp_path / "site"
+    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
+                    "--target", target, source], check=True, capture_output=True)
+    assert (target / "fer_hf" / "model_card.md").is_file() and not (target / "fer_hf" / "model_card.md").is_symlink()
+    folder = ROOT / "models" / "fer2013-cnn-fast"
+    script = ("import sys, fer_hf; from fer_hf.hub import build_model_card; "
+              f"assert fer_hf.__file__.startswith({str(target)!r}), fer_hf.__file__; "
+              f"sys.stdout.write(str(build_model_card({str(folder)!r})))")
+    installed = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(target)},
+                               check=True, capture_output=True, text=True).stdout
+    from fer_hf.hub import build_model_card
+
+    assert installed == str(build_model_card(folder))
