@@ -10,8 +10,9 @@ mirror averaging (flip_tta), and with it for the trained models in the mode the 
 architecture variants: speed does not depend on the weights) and mode it measures:
 - faces/s in batches of 256 PIL faces (median of the repeats);
 - one face: median and p90 latency in ms;
-each timed in several rounds spread over the run (the median of rounds, and their range);
 - PublicTest accuracy of trained models under that mode.
+Timings are taken in several rounds spread over the run: each figure is the median of the rounds,
+with their range.
 
     python benchmarks/bench_inference.py [--models models/fer2013-cnn ...] [--variants tiny base-s2] [--modes int8 bf16] [--rounds 3]
 

@@ -1,0 +1,74 @@
+"""Uniform weight averages ("model soups") of FER CNNs fine-tuned from one model, batch norm recomputed.
+
+Models fine-tuned from the same weights often sit in one basin, where the average of their weights
+scores better than each. Each soup is the element-wise mean of its members' weights (folders with a
+model.safetensors, or Trainer checkpoints), loaded into the first member's architecture; its batch-norm
+statistics are then recomputed on the unaugmented FER-2013 training faces (as train.py does after
+training), since averaged weights make the members' statistics stale. A soup of one model measures the
+recompute alone. Scored on PublicTest, with and without mirror averaging.
+
+    python benchmarks/weight_average.py --soups "models/fer2013-cnn" "models/fer2013-cnn runs/fer2013-kd" ...
+
+The runs/ folders are the output folders of the runs in models/README.md (kept on the machine that
+ran them, not in the repository). Writes benchmarks/results/weight_average.md.
+"""
+
+import argparse
+
+import numpy as np
+import torch
+from safetensors.torch import load_file
+
+from common import ROOT, machine, write_table
+from fer_hf.data import load_fer_dataset
+from fer_hf.evaluation import predict_logits, recompute_batch_norm_statistics
+from fer_hf.hub import load_classifier
+
+FER_DIR = ROOT.parent / "shared" / "data" / "fer2013"
+
+
+def averaged_model(members: list[str]):
+    """The first member's model and processor, carrying the mean of all members' weights."""
+    model, processor = load_classifier(members[0])
+    states = [load_file(f"{member}/model.safetensors") for member in members]
+    mean = {name: (sum(state[name].double() for state in states) / len(states)).to(tensor.dtype)
+            if tensor.is_floating_point() else tensor for name, tensor in states[0].items()}
+    model.load_state_dict(mean)
+    return model, processor
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--soups", nargs="+", required=True, help='each a quoted, space-separated list of members')
+    parser.add_argument("--output", default=str(ROOT / "benchmarks" / "results" / "weight_average.md"))
+    args = parser.parse_args()
+
+    dataset = load_fer_dataset(FER_DIR)
+    train, test = dataset["train"], dataset["validation"]
+    labels = np.array(test["label"])
+    rows = []
+    for soup in args.soups:
+        members = soup.split()
+        model, processor = averaged_model(members)
+        recompute_batch_norm_statistics(model, processor, train)
+        plain = (predict_logits(model, processor, test).argmax(-1) == labels).mean()
+        mirrored = (predict_logits(model, processor, test, flip_tta=True).argmax(-1) == labels).mean()
+        rows.append(f"| {', '.join(f'`{m}`' for m in members)} | {plain:.2%} | {mirrored:.2%} |")
+        print(rows[-1], flush=True)
+
+    quoted = " ".join(f'"{soup}"' for soup in args.soups)
+    write_table(args.output, [
+        "# Weight averages of FER CNNs, batch norm recomputed",
+        "",
+        f"Command: `python benchmarks/weight_average.py --soups {quoted}`  ",
+        f"{machine()}. Each row: the mean of its members' weights, batch-norm statistics recomputed on the",
+        f"{len(train):,} unaugmented FER-2013 training faces, scored on PublicTest ({len(test):,} faces).",
+        "",
+        "| members | PublicTest accuracy | with mirror averaging |",
+        "|---|---|---|",
+        *rows,
+    ])
+
+
+if __name__ == "__main__":
+    main()
