@@ -23,9 +23,11 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
 import transformers
 from datasets import Dataset, concatenate_datasets
 from transformers import (
+    AutoConfig,
     AutoImageProcessor,
     AutoModelForImageClassification,
     EarlyStoppingCallback,
@@ -126,6 +128,12 @@ class ModelArguments:
                   "training rows (one pass, dropout off) before the model is saved and scored. Models without "
                   "batch norm (a ViT) are unchanged. With --num_train_epochs 0 it does only this to --model_name_or_path."},
     )
+    head_from_parent_labels: bool = field(
+        default=True,
+        metadata={"help": "When --model_name_or_path was trained on labels that include all of ours (a 7-class model "
+                  "fine-tuned for --labels happy sad, or the same labels in another order), start the head from its "
+                  "rows for our labels instead of a new random head."},
+    )
 
 
 def main():
@@ -190,6 +198,7 @@ def main():
     id2label, label2id = dict(enumerate(labels)), {name: i for i, name in enumerate(labels)}
     logger.info("Data: %s; labels %s", {k: len(v) for k, v in dataset.items()}, labels)
 
+    carried = []  # the parent's labels whose head rows the new head starts from
     if model_args.model_name_or_path is None:
         config = FerConfig.from_variant(model_args.model_variant, id2label=id2label, label2id=label2id)
         model = FerCNNForImageClassification(config)
@@ -202,6 +211,10 @@ def main():
             model_args.model_name_or_path, num_labels=len(labels), id2label=id2label, label2id=label2id,
             ignore_mismatched_sizes=True, **common,  # a new head for our labels
         )
+        if model_args.head_from_parent_labels:
+            carried = head_from_parent_labels(model_args.model_name_or_path, model, labels, common)
+            if carried:
+                logger.info("Head: the rows of %s for %s", model_args.model_name_or_path, carried)
         image_processor = AutoImageProcessor.from_pretrained(model_args.model_name_or_path, **common)
     grayscale = getattr(model.config, "num_channels", 3) == 1
 
@@ -292,6 +305,8 @@ def main():
             "model": model_args.model_name_or_path or f"fer-cnn-{model_args.model_variant}",
             "hub_base_model": hub_id(model_args.model_name_or_path),
             "parameters": sum(p.numel() for p in model.parameters()),
+            "head_from_parent": (f"the head started from the rows of {model_args.model_name_or_path} for "
+                                 f"{', '.join(carried)}" if carried else None),
             "precision": precision,
             "batch_norm": (f"statistics recomputed on the {len(dataset['train'])} unaugmented training rows"
                            if updated else None),
@@ -473,6 +488,29 @@ def check_label_distribution_args(data_args: DataTrainingArguments, training_arg
     if training_args.label_smoothing_factor > 0:
         raise ValueError("--label_distribution cannot be combined with --label_smoothing_factor > 0: the "
                          "distribution already smooths the targets; set --label_smoothing_factor 0.")
+
+
+def head_from_parent_labels(parent_name: str, model: nn.Module, labels: list[str], common: dict) -> list[str]:
+    """Set the new head to the parent's rows for `labels`; returns the parent labels used, or [] if not done.
+
+    A 2-label head made of a 7-class model's happy and sad rows gives exactly that model's happy-vs-sad
+    decision, where `ignore_mismatched_sizes` starts from random rows. It also keeps a same-size head right
+    when the labels come in another order, which `from_pretrained` alone would load as they stand.
+    """
+    parent_config = AutoConfig.from_pretrained(parent_name, **common)
+    parent_labels = [str(parent_config.id2label[i]) for i in range(len(parent_config.id2label))]
+    if parent_labels == labels or not set(labels) <= set(parent_labels):
+        return []
+    parent = AutoModelForImageClassification.from_pretrained(parent_name, **common)
+    old, new = getattr(parent, "classifier", None), getattr(model, "classifier", None)
+    if not (isinstance(old, nn.Linear) and isinstance(new, nn.Linear) and old.in_features == new.in_features):
+        logger.warning("Head: %s has no linear `classifier` to take rows from; the head starts new.", parent_name)
+        return []
+    rows = [parent_labels.index(name) for name in labels]
+    with torch.no_grad():
+        new.weight.copy_(old.weight[rows])
+        new.bias.copy_(old.bias[rows])
+    return [parent_labels[row] for row in rows]
 
 
 def teacher_distributions(teachers: list[str], train: Dataset, training_args: TrainingArguments, *,

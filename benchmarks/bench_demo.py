@@ -304,8 +304,12 @@ def crop_sweep(recognizer, images, boxes, kinds, default_margin) -> list[str]:
     no_face = [name for name in names if not boxes[name]]
 
     def probabilities(crops: list[Image.Image], flip: bool) -> np.ndarray:
-        probs = recognizer.classify(crops)
-        return (probs + recognizer.classify([ImageOps.mirror(c) for c in crops])) / 2 if flip else probs
+        # The recognizer's own switch: classify() mirror-averages when flip_tta is on (the demo's default).
+        default, recognizer.flip_tta = recognizer.flip_tta, flip
+        try:
+            return recognizer.classify(crops)
+        finally:
+            recognizer.flip_tta = default
 
     def square(image, box, margin):
         return crop_face(image, box, margin)
@@ -339,7 +343,7 @@ def crop_sweep(recognizer, images, boxes, kinds, default_margin) -> list[str]:
             for rule_label, rule in rules.items():
                 ok = rule(probs) == is_happy
                 fb = rule(fallback_probs[fallback]) == no_face_happy if no_face else np.zeros(0, bool)
-                mark = " (the default)" if (margin == default_margin and cut is square and not flip
+                mark = " (the default)" if (margin == default_margin and cut is square and flip == recognizer.flip_tta
                                              and rule_label == "p(happy) >= p(sad)") else ""
                 lines.append(
                     f"| {crop_label}{mark} | {'yes' if flip else 'no'} | {rule_label} | {pct(int(ok.sum()), len(names))} | "

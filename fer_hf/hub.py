@@ -127,6 +127,7 @@ def build_model_card(
         hardware=info["hardware"],
         precision=info["precision"],
         batch_norm=info.get("batch_norm"),  # absent from runs before it existed
+        head_from_parent=info.get("head_from_parent"),
         train_time=_run_time(info),
         steps=info["steps"],
         started_from=info["model"],

@@ -6,6 +6,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 import torch
 
@@ -80,6 +81,47 @@ def test_zero_epochs_recompute_only_the_batch_norm_statistics(tmp_path):
             assert not torch.equal(before[name], after[name]), name
         elif not name.endswith("num_batches_tracked"):
             assert torch.equal(before[name], after[name]), f"{name} changed: nothing but statistics may"
+
+
+def test_a_two_label_head_starts_from_the_parents_rows_for_those_labels(tmp_path):
+    from safetensors.torch import load_file
+
+    out, parent = tmp_path / "hs", ROOT / "models" / "fer2013-cnn-fast"
+    _train("--dataset_name", FER_DIR, "--labels", "happy", "sad", "--output_dir", out, "--model_name_or_path", parent,
+           "--num_train_epochs", "0", "--recompute_batch_norm", "false", "--max_eval_samples", "300")
+    info = json.loads((out / "run_info.json").read_text())
+    assert info["head_from_parent"] == f"the head started from the rows of {parent} for happy, sad"
+    before, after = load_file(parent / "model.safetensors"), load_file(out / "model.safetensors")
+    happy, sad = 3, 4  # FER-2013's class ids
+    assert torch.equal(after["classifier.weight"], before["classifier.weight"][[happy, sad]])
+    assert torch.equal(after["classifier.bias"], before["classifier.bias"][[happy, sad]])
+    # So the 2-label model scores exactly what the 7-class one does between happy and sad.
+    from datasets import load_dataset
+
+    from fer_hf.evaluation import predict_logits
+    from fer_hf.hub import load_classifier
+
+    rows = load_dataset("parquet", data_files=str(FER_DIR / "publictest.parquet"), split="train")
+    rows = rows.filter(lambda label: label in (happy, sad), input_columns="label").select(range(300))
+    seven = predict_logits(*load_classifier(parent), rows)[:, [happy, sad]].argmax(1)
+    report = json.loads((out / "validation_report.json").read_text())
+    assert report["metrics"]["accuracy"] == (seven == (np.array(rows["label"]) == sad)).mean()
+
+
+def test_the_same_labels_in_another_order_keep_their_rows():
+    from transformers import AutoModelForImageClassification
+
+    from train import head_from_parent_labels
+
+    parent = ROOT / "models" / "happy-sad-cnn"  # happy, sad
+    as_saved = AutoModelForImageClassification.from_pretrained(parent).classifier
+    model = AutoModelForImageClassification.from_pretrained(parent, id2label={0: "sad", 1: "happy"},
+                                                            label2id={"sad": 0, "happy": 1})
+    assert torch.equal(model.classifier.weight, as_saved.weight)  # from_pretrained alone: happy's row called sad
+    assert head_from_parent_labels(str(parent), model, ["sad", "happy"], {}) == ["sad", "happy"]
+    assert torch.equal(model.classifier.weight, as_saved.weight[[1, 0]])
+    assert torch.equal(model.classifier.bias, as_saved.bias[[1, 0]])
+    assert head_from_parent_labels(str(parent), model, ["happy", "sad"], {}) == []  # as the parent: nothing to do
 
 
 def test_happy_sad_photos_train_with_a_test_split(tmp_path):
