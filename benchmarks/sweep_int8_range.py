@@ -8,12 +8,13 @@ difference.
 No labels are used, so the choice does not look at any split we report accuracy on; PublicTest
 faces are measured too, as a check.
 
-    python benchmarks/sweep_int8_range.py [--faces 2000] [--sigmas 5 6 8 10 12 16]
+    python benchmarks/sweep_int8_range.py [--faces 2000] [--sigmas 5 6 8 10 12 16] [--models FOLDER ...]
 
 Writes benchmarks/results/int8_range.md.
 """
 
 import argparse
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -24,7 +25,7 @@ from fer_hf.hub import load_classifier
 from fer_hf.inference import ACTIVATION_RANGE_SIGMAS, FerPixels, Int8FerCNN
 
 FER_DIR = ROOT.parent / "shared" / "data" / "fer2013"
-MODELS = ("fer2013-cnn", "fer2013-cnn-fast", "happy-sad-cnn")
+MODELS = [str(ROOT / "models" / name) for name in ("fer2013-cnn", "fer2013-cnn-fast", "happy-sad-cnn")]
 
 
 def evenly_spaced_faces(split: str, count: int) -> list:
@@ -42,7 +43,9 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--faces", type=int, default=2000)
     parser.add_argument("--sigmas", type=float, nargs="+", default=[5, 6, 8, 10, 12, 16])
+    parser.add_argument("--models", nargs="+", default=MODELS, help="FER CNN folders (default: the bundled ones)")
     args = parser.parse_args()
+    extra = "" if args.models == MODELS else " --models " + " ".join(args.models)
 
     splits = {"train": evenly_spaced_faces("train", args.faces), "publictest": evenly_spaced_faces("publictest", args.faces)}
     header = " | ".join(f"K = {k:g}" for k in args.sigmas)
@@ -50,7 +53,7 @@ def main():
         "# int8 activation range K: fidelity to fp32",
         "",
         f"Command: `python benchmarks/sweep_int8_range.py --faces {args.faces} --sigmas "
-        f"{' '.join(f'{k:g}' for k in args.sigmas)}`  ",
+        f"{' '.join(f'{k:g}' for k in args.sigmas)}{extra}`  ",
         f"{machine()}; K in use: {ACTIVATION_RANGE_SIGMAS:g}.",
         "",
         f"Each cell: the share of {args.faces} evenly spaced faces whose int8 top class is fp32's; the mean and the "
@@ -60,8 +63,9 @@ def main():
         "|---|---|" + "---|" * len(args.sigmas),
     ]
     for split, faces in splits.items():
-        for name in MODELS:
-            model, processor = load_classifier(ROOT / "models" / name)
+        for folder in args.models:
+            name = Path(folder).name
+            model, processor = load_classifier(folder)
             pixels = FerPixels.from_processor(processor)
             pixel_values = torch.from_numpy(pixels.normalize(pixels.uint8_batch(faces)))
             expected = probabilities(lambda x: model(pixel_values=x).logits, pixel_values)
