@@ -580,7 +580,8 @@ def hardware_description(training_args: TrainingArguments) -> str:
     if cpuinfo.exists():
         names = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines() if line.startswith("model name")]
         cpu = names[0] if names else cpu
-    return f"CPU: {cpu}, {torch.get_num_threads()} threads, {training_args.world_size} process(es)"
+    threads = torch.get_num_threads()
+    return f"CPU: {cpu}, {threads} thread{'s' if threads != 1 else ''}, {training_args.world_size} process(es)"
 
 
 if __name__ == "__main__":
