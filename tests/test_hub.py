@@ -202,7 +202,9 @@ def test_card_eval_results_hold_the_runs_real_metrics(hub, trained, tmp_path):
     report = json.loads((trained.dir / "validation_report.json").read_text())["metrics"]
     assert report["accuracy"] == validation["accuracy"]
     trainer_eval = json.loads((trained.dir / "eval_results.json").read_text())
-    assert abs(trainer_eval["eval_accuracy"] - validation["accuracy"]) < 1e-6
+    # Trainer's own evaluation runs under bf16 autocast, the card's figure in fp32 on the saved model: a
+    # model trained a few steps has near-ties that bf16 can flip (one of the 64 faces did, once, in CI).
+    assert abs(trainer_eval["eval_accuracy"] - validation["accuracy"]) <= 2 / validation["samples"]
     assert card["data"]["pipeline_tag"] == "image-classification" and card["data"]["library_name"] == "transformers"
     assert "license" not in card["data"]  # FER-2013 has no stated license: the card says so instead
     row = f"| validation | {validation['samples']} | {100 * validation['accuracy']:.2f}% | {validation['macro_f1']:.3f} |"
