@@ -491,7 +491,7 @@ def check_label_distribution_args(data_args: DataTrainingArguments, training_arg
 
 
 def head_from_parent_labels(parent_name: str, model: nn.Module, labels: list[str], common: dict) -> list[str]:
-    """Set the new head to the parent's rows for `labels`; returns the parent labels used, or [] if not done.
+    """Set the new head to the parent's rows for `labels`; returns `labels` if done, else [].
 
     A 2-label head made of a 7-class model's happy and sad rows gives exactly that model's happy-vs-sad
     decision, where `ignore_mismatched_sizes` starts from random rows. It also keeps a same-size head right
@@ -510,7 +510,7 @@ def head_from_parent_labels(parent_name: str, model: nn.Module, labels: list[str
     with torch.no_grad():
         new.weight.copy_(old.weight[rows])
         new.bias.copy_(old.bias[rows])
-    return [parent_labels[row] for row in rows]
+    return labels
 
 
 def teacher_distributions(teachers: list[str], train: Dataset, training_args: TrainingArguments, *,

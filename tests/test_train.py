@@ -249,7 +249,6 @@ def _ferplus_fixture(folder, *, meta=True, train_rows=64, eval_rows=32):
 
 
 def test_ferplus_distributions_are_the_rows_votes():
-    import numpy as np
     import pyarrow.parquet as pq
 
     from fer_hf import FER2013_LABELS
@@ -347,7 +346,6 @@ def test_ferplus_label_distribution_refuses_what_it_cannot_honour(tmp_path):
 
 def test_teacher_label_distribution_trains_on_the_teachers_mean_probabilities(tmp_path):
     """Two bundled models teach a happy/sad student; their distributions are predicted once and read back on resume."""
-    import numpy as np
     from datasets import load_dataset
 
     from fer_hf.evaluation import class_probabilities
