@@ -44,6 +44,7 @@ from fer_hf.data import (
 from fer_hf.evaluation import (
     class_probabilities, compute_metrics, plot_training_curves, predict_logits, recompute_batch_norm_statistics, write_reports,
 )
+from fer_hf.faces import DEFAULT_MARGIN
 from fer_hf.hub import explain_hub_error, load_classifier, push_folder, write_model_card
 from fer_hf.inference import bf16_supported
 
@@ -79,6 +80,11 @@ class DataTrainingArguments:
         default=False,
         metadata={"help": "Replace each photo by its largest detected face, cropped as the demo crops it (images of "
                   "96 px or less, such as FER-2013's, are taken as faces already)."},
+    )
+    face_crop_margin: float = field(
+        default=DEFAULT_MARGIN,
+        metadata={"help": "With --crop_faces: how much larger than the detector's box the square crop is (0.1: "
+                  "FER-2013's framing). Saved in the model's processor, so the demo crops photos the same way."},
     )
     label_distribution: str | None = field(
         default=None,
@@ -149,6 +155,8 @@ def main():
     model_args, data_args, training_args = parser.parse_args_into_dataclasses()
     if data_args.label_distribution or data_args.teacher_models:
         check_label_distribution_args(data_args, training_args)  # before minutes of loading
+    if not data_args.face_crop_margin > -1:
+        raise ValueError(f"--face_crop_margin {data_args.face_crop_margin}: must be above -1 (a crop needs a side).")
 
     # One lock per run: under `accelerate launch` / torchrun only the main process takes it.
     lock = lock_output_dir(training_args.output_dir) if training_args.process_index == 0 else None  # noqa: F841
@@ -182,7 +190,7 @@ def main():
     if data_args.add_train_dataset:
         dataset["train"] = add_train_rows(dataset["train"], data_args, seed=training_args.seed)
     if data_args.crop_faces:
-        dataset = crop_faces(dataset)
+        dataset = crop_faces(dataset, margin=data_args.face_crop_margin)
     if "validation" not in dataset:
         held_out = dataset["train"].train_test_split(
             test_size=data_args.validation_split_percentage, stratify_by_column="label", seed=training_args.seed
@@ -216,6 +224,8 @@ def main():
             if carried:
                 logger.info("Head: the rows of %s for %s", model_args.model_name_or_path, carried)
         image_processor = AutoImageProcessor.from_pretrained(model_args.model_name_or_path, **common)
+    if data_args.crop_faces:  # the model learns photos framed so: the recognizer must crop them so too
+        image_processor.face_crop_margin = data_args.face_crop_margin
     grayscale = getattr(model.config, "num_channels", 3) == 1
 
     on_cpu = training_args.device.type == "cpu"

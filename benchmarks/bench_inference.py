@@ -20,7 +20,9 @@ Writes benchmarks/results/inference.md. Run it on an otherwise idle machine.
 """
 
 import argparse
+import shlex
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -58,7 +60,7 @@ def faces_per_second(classify, faces: list[Image.Image], repeats: int) -> float:
 
 
 def single_face_ms(classify, faces: list[Image.Image], repeats: int) -> tuple[float, float]:
-    for face in faces[:5]:
+    for face in faces[:20]:
         classify([face])
     times = []
     for i in range(repeats):
@@ -108,6 +110,9 @@ def main():
     parser.add_argument("--modes", nargs="+", default=list(MODE_COLUMNS), choices=list(MODE_COLUMNS))
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--rounds", type=int, default=3, help="times each configuration is timed, spread over the run")
+    parser.add_argument("--single_face_calls", type=int, default=2000,
+                        help="one-face calls timed per configuration and round (a 200-call median moved by 0.3 ms "
+                        "between rows of the same model in one run)")
     parser.add_argument("--output", default=str(ROOT / "benchmarks" / "results" / "inference.md"))
     args = parser.parse_args()
 
@@ -162,7 +167,7 @@ def main():
         for configuration in configurations:
             classify = configuration["classify"]
             configuration["rates"].append(faces_per_second(classify, batch, args.repeats))
-            median_ms, p90_ms = single_face_ms(classify, faces, max(50, 10 * args.repeats))
+            median_ms, p90_ms = single_face_ms(classify, faces, args.single_face_calls)
             configuration["medians"].append(median_ms)
             configuration["p90s"].append(p90_ms)
         print(f"round {round_index + 1}/{args.rounds} done", flush=True)
@@ -177,11 +182,13 @@ def main():
     write_table(args.output, [
         "# FER CNN inference speed, preprocessing included",
         "",
-        f"Command: `python benchmarks/bench_inference.py --repeats {args.repeats} --rounds {args.rounds}`  ",
+        f"Command: `python benchmarks/bench_inference.py {shlex.join(sys.argv[1:])}` (repeats {args.repeats}, "
+        f"rounds {args.rounds}, one-face calls {args.single_face_calls})  ",
         f"{machine()}; inputs: {source}.",
         "Path: `FaceExpressionRecognizer.classify` on PIL faces (the demo's and the predict CLI's), i.e.",
         "fer_hf.inference.InferenceRunner in the given mode, preprocessing included. faces/s: batches of 256",
-        f"(median of the repeats). One face: the same path for a single face. Each configuration is timed in {args.rounds}",
+        f"(median of the repeats). One face: the same path for a single face, {args.single_face_calls:,} calls (after 20",
+        f"warm-up calls), cycling through the faces. Each configuration is timed in {args.rounds}",
         "rounds, round-robin over all of them so that the machine's drift over the run reaches every row alike:",
         "the figures are the median of the rounds, with their lowest and highest in brackets (p90: median of rounds).",
         "(auto): the mode the demo picks",

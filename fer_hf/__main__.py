@@ -18,6 +18,7 @@ def evaluate_command(args: argparse.Namespace) -> int:
 
     from fer_hf.data import crop_faces, load_fer_dataset, select_labels
     from fer_hf.evaluation import evaluate_on_dataset
+    from fer_hf.faces import face_crop_margin
     from fer_hf.hub import explain_hub_error, load_classifier
 
     try:
@@ -31,8 +32,8 @@ def evaluate_command(args: argparse.Namespace) -> int:
     if args.split not in dataset:
         print(f"Split {args.split!r} not in {args.dataset_name} (it has {', '.join(dataset)}).", file=sys.stderr)
         return 2
-    if args.crop_faces:  # only the split scored: detection costs ~20 ms a photo
-        dataset = crop_faces(DatasetDict({args.split: dataset[args.split]}))
+    if args.crop_faces:  # only the split scored: detection costs ~20 ms a photo; cropped as the model asks
+        dataset = crop_faces(DatasetDict({args.split: dataset[args.split]}), margin=face_crop_margin(processor))
     result = evaluate_on_dataset(model, processor, dataset[args.split], output_dir=args.output_dir, split=args.split,
                                  batch_size=args.batch_size, flip_tta=args.flip_tta)
     print(f"{args.model} on {args.dataset_name} [{args.split}], {result['samples']} samples, labels {result['labels']}")

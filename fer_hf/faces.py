@@ -51,6 +51,8 @@ except ImportError:  # pragma: no cover - depends on the platform
 # boxes on the happy/sad photos match the mean FER-2013 face best (forehead to chin, cheeks near the
 # edges): its correlation with the FER-2013 mean face is 0.868, against 0.843 for margin 0 and under
 # 0.81 for margins of 0.2 and more (150 faces found at score >= 0.6; 3,000 FER-2013 training faces).
+# A model may ask for its own margin (`face_crop_margin` in its preprocessor_config.json, see
+# face_crop_margin below); this is the margin of models that do not.
 DEFAULT_MARGIN = 0.1
 # Photos are read at most this large to find and crop their faces (see FaceExpressionRecognizer's max_side).
 DEFAULT_READ_SIDE = 1280
@@ -455,6 +457,21 @@ def _min_side(max_side: int | None) -> int | None:
 # --------------------------------------------------------------------------------------------
 
 
+def face_crop_margin(image_processor: Any) -> float:
+    """The crop margin a model asks for: its processor's `face_crop_margin`, else DEFAULT_MARGIN.
+
+    Stored in preprocessor_config.json, so it travels with the model: train.py writes the margin its
+    photo crops had, and a model can be given the margin chosen for it on labelled photos.
+
+    Raises:
+        ValueError: if the value is not a number above -1 (a crop needs a positive side).
+    """
+    margin = getattr(image_processor, "face_crop_margin", DEFAULT_MARGIN)
+    if isinstance(margin, bool) or not isinstance(margin, (int, float)) or not -1 < margin:
+        raise ValueError(f"preprocessor_config.json: face_crop_margin must be a number above -1, got {margin!r}.")
+    return float(margin)
+
+
 class FaceExpressionRecognizer:
     """Finds the faces in photos and classifies each with a transformers image classifier.
 
@@ -467,7 +484,8 @@ class FaceExpressionRecognizer:
         model: The classifier.
         image_processor: Its processor (turns PIL crops into `pixel_values`).
         detector: The face detector; a default FaceDetector() if None.
-        margin: Passed to crop_face. Photos are read, searched and cropped by find_faces.
+        margin: Passed to crop_face; None for the model's own (`face_crop_margin(image_processor)`).
+            Photos are read, searched and cropped by find_faces.
         classify_whole_image: When no face is found, classify the whole photo instead (its result
             has the whole image as box and detection_score None) rather than returning nothing.
         batch_size: Most faces per forward pass (crops and, with flip_tta, their mirrors).
@@ -492,7 +510,7 @@ class FaceExpressionRecognizer:
         image_processor: Any,
         detector: FaceDetector | None = None,
         *,
-        margin: float = DEFAULT_MARGIN,
+        margin: float | None = None,
         classify_whole_image: bool = False,
         batch_size: int = 64,
         max_side: int | None = DEFAULT_READ_SIDE,
@@ -506,7 +524,7 @@ class FaceExpressionRecognizer:
         self.max_side = max_side
         self.image_processor = image_processor
         self.detector = detector if detector is not None else FaceDetector()
-        self.margin = margin
+        self.margin = face_crop_margin(image_processor) if margin is None else margin
         self.classify_whole_image = classify_whole_image
         self.batch_size = batch_size
         self.flip_tta = flip_tta
@@ -592,4 +610,4 @@ class FaceExpressionRecognizer:
 
 
 __all__ = ["BACKENDS", "DEFAULT_MARGIN", "DEFAULT_READ_SIDE", "Box", "FaceDetector", "FaceExpressionRecognizer",
-           "ImageReadError", "ImageSource", "crop_face", "find_faces", "load_image"]
+           "ImageReadError", "ImageSource", "crop_face", "face_crop_margin", "find_faces", "load_image"]

@@ -114,16 +114,18 @@ def test_crop_faces_turns_photos_into_face_crops_and_keeps_fer_faces():
 
 
 @requires_shared
-@pytest.mark.parametrize("name", ["1902587.jpg", "7Y57w0983emdERAoQylUHIGkoEk1cIFvPkXDbeA2lVA.jpg"])
-def test_crop_faces_crops_a_photo_as_the_recognizer_does(name):
-    """A 3,831 px and a 7,360 px progressive JPEG, both read at reduced scale: the recognizer's crop, resized."""
+@pytest.mark.parametrize("name, margin", [("1902587.jpg", None), ("7Y57w0983emdERAoQylUHIGkoEk1cIFvPkXDbeA2lVA.jpg", None),
+                                          ("1902587.jpg", 0.0)])
+def test_crop_faces_crops_a_photo_as_the_recognizer_does(name, margin):
+    """A 3,831 px and a 7,360 px progressive JPEG, both read at reduced scale: the recognizer's crop, resized
+    (at the default margin, and at a model's own)."""
     from tests.test_faces import tiny_vit
 
     path = next(HAPPY_SAD_DIR.rglob(name))
     features = Features({"image": ImageFeature(), "label": ClassLabel(names=["happy", "sad"])})
     photos = Dataset.from_dict({"image": [str(path)], "label": [0]}, features=features)  # as load_photo_folder gives it
-    (cropped,) = crop_faces(DatasetDict({"test": photos}))["test"]["image"]
-    recognizer = FaceExpressionRecognizer(*tiny_vit(["happy", "sad"]))
+    (cropped,) = crop_faces(DatasetDict({"test": photos}), margin=margin)["test"]["image"]
+    recognizer = FaceExpressionRecognizer(*tiny_vit(["happy", "sad"]), margin=margin)
     classified = []
     recognizer.classify = lambda crops: classified.extend(crops) or np.full((len(crops), 2), 0.5)
     recognizer(path)  # faces largest first

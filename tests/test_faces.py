@@ -313,6 +313,26 @@ def test_recognizer_with_a_grayscale_two_class_model():
     assert sum(results[0]["scores"].values()) == pytest.approx(1.0, abs=1e-5)
 
 
+def test_the_crop_margin_travels_with_the_model(tmp_path):
+    """A processor's `face_crop_margin` (saved in preprocessor_config.json) is the margin its faces are cut with."""
+    model, processor = tiny_vit(["happy", "sad"], num_channels=1)
+    assert FaceExpressionRecognizer(model, processor).margin == faces.DEFAULT_MARGIN  # a processor without one
+    processor.face_crop_margin = 0.0
+    processor.save_pretrained(tmp_path)
+    reloaded = type(processor).from_pretrained(tmp_path)
+    tight = FaceExpressionRecognizer(model, reloaded)
+    assert tight.margin == 0.0
+    assert FaceExpressionRecognizer(model, reloaded, margin=0.3).margin == 0.3  # an explicit margin still wins
+    seen = []
+    tight.classify = lambda crops: seen.extend(crops) or np.full((len(crops), 2), 0.5)
+    tight(PHOTOS / "sad_man.jpg")
+    image, (box,), _ = find_faces(PHOTOS / "sad_man.jpg", tight.detector, max_side=tight.max_side, top_faces=1)
+    assert seen[0].size == crop_face(image, box, 0.0).size != crop_face(image, box, faces.DEFAULT_MARGIN).size
+    reloaded.face_crop_margin = "wide"
+    with pytest.raises(ValueError, match="face_crop_margin"):
+        FaceExpressionRecognizer(model, reloaded)
+
+
 def test_big_rotated_jpeg_is_read_reduced_with_boxes_in_its_own_pixels(tmp_path, recognizer):
     # A real photo enlarged to 3,600 px and stored sideways with EXIF orientation 6, as phones do.
     upright = load_image(PHOTOS / THREE_FACES)

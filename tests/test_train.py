@@ -136,10 +136,13 @@ def test_happy_sad_photos_train_with_a_test_split(tmp_path):
 def test_photos_are_added_to_fer_rows_as_face_crops(tmp_path):
     out = tmp_path / "mixed"
     _train("--dataset_name", FER_DIR, "--labels", "happy", "sad", "--add_train_dataset", HAPPY_SAD_DIR,
-           "--crop_faces", "true", "--output_dir", out, "--max_steps", "2", "--max_eval_samples", "32")
+           "--crop_faces", "true", "--face_crop_margin", "0.2", "--output_dir", out, "--max_steps", "2",
+           "--max_eval_samples", "32")
     info = json.loads((out / "run_info.json").read_text())
     # FER-2013's 7,215 happy + 4,830 sad training faces, plus the 209 photos of the folder's train split.
     assert info["labels"] == ["happy", "sad"] and info["splits"] == {"train": 12045 + 209, "validation": 32}
+    # The margin the photos were cropped with is saved with the model, for the demo to crop alike.
+    assert json.loads((out / "preprocessor_config.json").read_text())["face_crop_margin"] == 0.2
 
 
 def test_a_source_with_other_classes_cannot_be_added(tmp_path):
