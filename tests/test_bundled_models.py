@@ -64,3 +64,14 @@ def test_happy_sad_photo_test_figure_is_reproduced():
     assert printed["samples"] == written["samples"] == 46
     assert printed["accuracy"] == pytest.approx(written["accuracy"], abs=1e-9)
     assert f"{100 * written['accuracy']:.2f}%" in (folder / "TRAINING_NOTES.md").read_text()
+
+
+@pytest.mark.parametrize("folder", MODELS, ids=[p.name for p in MODELS])
+def test_each_bundled_model_crops_photo_faces_with_its_own_margin(folder):
+    # models/README.md (session 7) says how each margin was chosen; the demo must use it.
+    from fer_hf.faces import FaceExpressionRecognizer
+    from fer_hf.hub import load_classifier
+
+    margin = json.loads((folder / "preprocessor_config.json").read_text())["face_crop_margin"]
+    model, processor = load_classifier(folder)
+    assert FaceExpressionRecognizer(model, processor).margin == margin
