@@ -461,7 +461,9 @@ def face_crop_margin(image_processor: Any) -> float:
     """The crop margin a model asks for: its processor's `face_crop_margin`, else DEFAULT_MARGIN.
 
     Stored in preprocessor_config.json, so it travels with the model: train.py writes the margin its
-    photo crops had, and a model can be given the margin chosen for it on labelled photos.
+    photo crops had, and a model can be given the margin chosen for it on labelled photos. Any
+    transformers image processor keeps such an extra key as an attribute when loaded and saves it back,
+    our FerImageProcessor (and its remote-code copy) included, so no processor class declares it.
 
     Raises:
         ValueError: if the value is not a number above -1 (a crop needs a positive side).

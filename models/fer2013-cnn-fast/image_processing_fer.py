@@ -79,11 +79,6 @@ class FerImageProcessor(PilBackend):
     # Roughly the pixel mean and std of the FER-2013 training faces.
     image_mean = [0.5]
     image_std = [0.25]
-    # How a face is cut from a photo for this model: a square of side sqrt(box area) * (1 + margin)
-    # around the face detector's box. Not used here (the processor gets the crop): fer_hf.faces reads
-    # it, so that a model sees photo faces framed as it was trained or chosen to see them. 0.1 is
-    # FER-2013's framing; train.py records the margin its photo crops had.
-    face_crop_margin = 0.1
 
     def _prepare_images_structure(self, images, expected_ndims: int = 3) -> list:
         # transformers' generic flattening guesses "one image or a batch" from array shapes and
