@@ -3,7 +3,7 @@
 Would averaging our own 7-class models reach 70% within the 5M-parameter budget of issue 5? Every
 combination of the given models whose parameters add up to at most --max_parameters is scored, with and
 without mirror averaging (each member's logits averaged over a face and its mirror, as `evaluate
---flip_tta` does, then softmaxed). Every combination is scored on PublicTest itself, so the best
+--flip_tta` does, then softmaxed: fer_hf.evaluation.class_probabilities, classes matched by name). Every combination is scored on PublicTest itself, so the best
 one is the best of many tries on the split reported: read the medians, not the maxima.
 
     python benchmarks/ensembles.py --models models/fer2013-cnn runs/fer2013-kd ...
@@ -20,15 +20,10 @@ import numpy as np
 
 from common import ROOT, machine, write_table
 from fer_hf.data import load_fer_dataset
-from fer_hf.evaluation import predict_logits
+from fer_hf.evaluation import class_probabilities
 from fer_hf.hub import load_classifier
 
 FER_DIR = ROOT.parent / "shared" / "data" / "fer2013"
-
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
-    return shifted / shifted.sum(axis=1, keepdims=True)
 
 
 def main():
@@ -40,16 +35,14 @@ def main():
     args = parser.parse_args()
 
     test = load_fer_dataset(FER_DIR)["validation"]
-    labels = np.array(test["label"])
+    labels, names = np.array(test["label"]), test.features["label"].names
     members = {}
     for folder in args.models:
         model, processor = load_classifier(folder)
-        if model.config.id2label != {i: name for i, name in enumerate(test.features["label"].names)}:
-            raise SystemExit(f"{folder}: its labels are not FER-2013's seven in FER-2013's order")
         members[folder] = {
             "parameters": sum(p.numel() for p in model.parameters()),
-            "plain": softmax(predict_logits(model, processor, test)),
-            "mirrored": softmax(predict_logits(model, processor, test, flip_tta=True)),
+            "plain": class_probabilities(model, processor, test, names),
+            "mirrored": class_probabilities(model, processor, test, names, flip_tta=True),
         }
         print(folder, flush=True)
 
