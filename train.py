@@ -98,6 +98,17 @@ class DataTrainingArguments:
         default=0.5,
         metadata={"help": "Share of the distribution in each target: (1 - w) * one-hot + w * distribution."},
     )
+    mixup_alpha: float = field(
+        default=0.0,
+        metadata={"help": "Mixup: each training batch is blended with itself reversed, by a share drawn from "
+                  "Beta(alpha, alpha), targets alike (0: off; 0.2 is usual)."},
+    )
+    cutmix_alpha: float = field(
+        default=0.0,
+        metadata={"help": "CutMix: each training face gets a box pasted from its partner in the reversed batch, "
+                  "the targets mixed by the box's area (0: off; 1.0 is usual). With --mixup_alpha too, each "
+                  "batch takes one of the two at random."},
+    )
     teacher_models: list[str] | None = field(
         default=None,
         metadata={"help": "With --label_distribution teacher: the classifiers (folders or Hub ids) whose mirror-averaged "
@@ -155,6 +166,9 @@ def main():
     model_args, data_args, training_args = parser.parse_args_into_dataclasses()
     if data_args.label_distribution or data_args.teacher_models:
         check_label_distribution_args(data_args, training_args)  # before minutes of loading
+    for flag in ("mixup_alpha", "cutmix_alpha"):
+        if not getattr(data_args, flag) >= 0:
+            raise ValueError(f"--{flag} {getattr(data_args, flag)}: must be 0 (off) or positive.")
     if not data_args.face_crop_margin > -1:
         raise ValueError(f"--face_crop_margin {data_args.face_crop_margin}: must be above -1 (a crop needs a side).")
 
@@ -236,15 +250,22 @@ def main():
         training_args.bf16, training_args.mixed_precision = True, "bf16"
         model = model.to(memory_format=torch.channels_last)
 
-    soft_labels = data_args.label_distribution is not None
+    mixing = data_args.mixup_alpha > 0 or data_args.cutmix_alpha > 0
+    # Mixed batches need class distributions as targets, so mixing trains on soft targets too.
+    soft_labels = data_args.label_distribution is not None or mixing
     if soft_labels:
         train = dataset["train"]
         if data_args.label_distribution == "ferplus":
             distributions = np.array(train["ferplus_votes"], dtype=np.float32)
-        else:
+            weight = data_args.label_distribution_weight
+        elif data_args.label_distribution == "teacher":
             distributions = teacher_distributions(data_args.teacher_models, train, training_args,
                                                   trust_remote_code=model_args.trust_remote_code)
-        targets = soft_targets(np.array(train["label"]), distributions, data_args.label_distribution_weight)
+            weight = data_args.label_distribution_weight
+        else:  # one-hot targets for mixing, label smoothing folded in (the soft-target loss does not smooth)
+            distributions = np.full((len(train), len(labels)), 1 / len(labels), dtype=np.float32)
+            weight = training_args.label_smoothing_factor
+        targets = soft_targets(np.array(train["label"]), distributions, weight)
         dataset["train"] = train.add_column("target", targets.tolist())
     dataset["train"].set_transform(make_transform(image_processor, train=True, grayscale=grayscale,
                                                   soft_labels=soft_labels))
@@ -267,6 +288,8 @@ def main():
         # Soft targets need our loss (a model's own loss expects class ids); it also scores the int eval labels.
         compute_loss_func=soft_target_cross_entropy if soft_labels else None,
         callbacks=callbacks,
+        mixup_alpha=data_args.mixup_alpha,
+        cutmix_alpha=data_args.cutmix_alpha,
     )
     # Read back from the accelerator, so the log and run_info.json say what really ran.
     precision = trainer.accelerator.mixed_precision
@@ -312,6 +335,8 @@ def main():
             "label_distribution": (f"{data_args.label_distribution} (weight {data_args.label_distribution_weight})"
                                    if soft_labels else None),
             "teacher_models": data_args.teacher_models,
+            "batch_mixing": ({"mixup_alpha": data_args.mixup_alpha, "cutmix_alpha": data_args.cutmix_alpha}
+                             if mixing else None),
             "model": model_args.model_name_or_path or f"fer-cnn-{model_args.model_variant}",
             "hub_base_model": hub_id(model_args.model_name_or_path),
             "parameters": sum(p.numel() for p in model.parameters()),
@@ -356,6 +381,18 @@ class FerTrainer(Trainer):
     `--push_to_hub`, every `save_model()` pushes too. Here saving never pushes, and `push_to_hub()`
     uploads what `python -m fer_hf push OUTPUT_DIR REPO` would.
     """
+
+    def __init__(self, *args, mixup_alpha: float = 0.0, cutmix_alpha: float = 0.0, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.mixup_alpha, self.cutmix_alpha = mixup_alpha, cutmix_alpha
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        # Training batches only: evaluation (model.eval()) scores the faces as they are.
+        if model.training and (self.mixup_alpha > 0 or self.cutmix_alpha > 0):
+            pixel_values, labels = mix_batch(inputs["pixel_values"], inputs["labels"], self.mixup_alpha,
+                                             self.cutmix_alpha)
+            inputs = {**inputs, "pixel_values": pixel_values, "labels": labels}
+        return super().compute_loss(model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch)
 
     def init_hf_repo(self, token: str | None = None, private: bool | None = None) -> None:
         # Called when the Trainer is built with --push_to_hub: a bad token stops the run before training.
@@ -573,6 +610,41 @@ def soft_target_cross_entropy(outputs, labels: torch.Tensor, num_items_in_batch=
         return losses.mean()
     rows = num_items_in_batch / labels.shape[-1] if labels.is_floating_point() else num_items_in_batch
     return losses.sum() / rows
+
+
+def mix_batch(pixel_values: torch.Tensor, targets: torch.Tensor, mixup_alpha: float,
+              cutmix_alpha: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mixup or CutMix of a training batch with the same batch reversed, as timm pairs them.
+
+    Mixup blends each image with its partner by a share `lam` drawn from Beta(mixup_alpha, mixup_alpha).
+    CutMix pastes a box of the partner covering about 1 - lam of the image (lam from Beta(cutmix_alpha,
+    cutmix_alpha)); the box is clipped at the border, and lam recounted from the area really pasted. With
+    both alphas above 0, each batch takes one of the two at random. Draws from torch's global generator,
+    which Trainer seeds and checkpoints, so a resumed run mixes as the uninterrupted one would.
+
+    Args:
+        pixel_values: the batch, `(batch, channels, height, width)`.
+        targets: class distributions, `(batch, classes)`; mixed by the same lam as the pixels.
+
+    Returns:
+        The mixed pixel values and targets.
+    """
+    use_cutmix = cutmix_alpha > 0 and (mixup_alpha <= 0 or bool(torch.rand(()) < 0.5))
+    alpha = torch.tensor(cutmix_alpha if use_cutmix else mixup_alpha)
+    lam = torch.distributions.Beta(alpha, alpha).sample().item()
+    partner = pixel_values.flip(0)
+    if use_cutmix:
+        height, width = pixel_values.shape[-2:]
+        box_h, box_w = round(height * (1 - lam) ** 0.5), round(width * (1 - lam) ** 0.5)
+        center_y, center_x = torch.randint(height, ()).item(), torch.randint(width, ()).item()
+        top, bottom = max(center_y - box_h // 2, 0), min(center_y + (box_h + 1) // 2, height)
+        left, right = max(center_x - box_w // 2, 0), min(center_x + (box_w + 1) // 2, width)
+        mixed = pixel_values.clone()
+        mixed[..., top:bottom, left:right] = partner[..., top:bottom, left:right]
+        lam = 1 - (bottom - top) * (right - left) / (height * width)
+    else:
+        mixed = lam * pixel_values + (1 - lam) * partner
+    return mixed, lam * targets + (1 - lam) * targets.flip(0)
 
 
 def collate(examples: list[dict]) -> dict[str, torch.Tensor]:

@@ -299,6 +299,46 @@ def test_soft_target_loss_takes_distributions_and_class_ids():
     assert torch.isclose(soft_target_cross_entropy(outputs, soft), by_hand)
 
 
+def test_mixup_and_cutmix_mix_pixels_and_targets_by_the_same_share():
+    from train import mix_batch
+
+    torch.manual_seed(0)
+    pixels = torch.stack([torch.full((1, 12, 10), float(i)) for i in range(4)])  # image i is all i
+    targets = torch.eye(4)  # image i is class i; the partner of image i is image 3 - i (the batch reversed)
+    for _ in range(30):
+        mixed, mixed_targets = mix_batch(pixels, targets, 0.4, 0.0)
+        lam = mixed_targets[1, 1]
+        assert torch.allclose(mixed[1], lam * 1 + (1 - lam) * 2) and torch.isclose(mixed_targets[1, 2], 1 - lam)
+        assert torch.allclose(mixed_targets.sum(1), torch.ones(4))
+    kinds = set()
+    for _ in range(60):
+        mixed, mixed_targets = mix_batch(pixels, targets, 0.4, 1.0)
+        if set(mixed[1].unique().tolist()) <= {1.0, 2.0}:  # CutMix: image 1 with a box of image 2 pasted in
+            pasted = mixed[1, 0] == 2
+            rows, cols = pasted.any(1).nonzero().flatten(), pasted.any(0).nonzero().flatten()
+            if len(rows):  # one box: every pixel between its first and last row and column is pasted
+                assert pasted[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1].all()
+            assert torch.isclose(mixed_targets[1, 2], pasted.float().mean())
+            assert torch.isclose(mixed_targets[1, 1], 1 - pasted.float().mean())
+            kinds.add("cutmix")
+        else:  # Mixup: a uniform blend
+            assert torch.allclose(mixed[1], mixed_targets[1, 1] * 1 + mixed_targets[1, 2] * 2)
+            kinds.add("mixup")
+    assert kinds == {"cutmix", "mixup"}, "with both alphas set, each batch takes one of the two at random"
+
+
+def test_mixed_batches_train_and_a_bad_alpha_is_refused(tmp_path):
+    out = tmp_path / "mixed"
+    _train("--dataset_name", FER_DIR, "--output_dir", out, "--max_steps", "3", "--max_train_samples", "64",
+           "--max_eval_samples", "32", "--mixup_alpha", "0.2", "--cutmix_alpha", "1.0", "--label_smoothing_factor", "0.1")
+    info = json.loads((out / "run_info.json").read_text())
+    assert info["steps"] == 3 and info["batch_mixing"] == {"mixup_alpha": 0.2, "cutmix_alpha": 1.0}
+    history = json.loads((out / "trainer_state.json").read_text())["log_history"]
+    assert all(np.isfinite(entry["train_loss"]) for entry in history if "train_loss" in entry)
+    run = _train("--dataset_name", FER_DIR, "--output_dir", tmp_path / "bad", "--mixup_alpha", "-0.2", check=False)
+    assert run.returncode != 0 and "--mixup_alpha -0.2: must be 0 (off) or positive" in run.stdout, run.stdout[-2000:]
+
+
 def test_ferplus_label_distribution_trains(tmp_path):
     data = _ferplus_fixture(tmp_path / "fer")
     out = tmp_path / "ferplus"
