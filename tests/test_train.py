@@ -327,6 +327,31 @@ def test_mixup_and_cutmix_mix_pixels_and_targets_by_the_same_share():
     assert kinds == {"cutmix", "mixup"}, "with both alphas set, each batch takes one of the two at random"
 
 
+def test_only_training_batches_are_mixed(tmp_path):
+    from transformers import TrainingArguments
+
+    from fer_hf import FerCNNForImageClassification, FerConfig
+    from train import FerTrainer, mix_batch, soft_target_cross_entropy
+
+    torch.manual_seed(0)
+    model = FerCNNForImageClassification(FerConfig.from_variant("tiny", hidden_dropout_prob=0.0, classifier_dropout_prob=0.0))
+    trainer = FerTrainer(model=model, args=TrainingArguments(output_dir=str(tmp_path), report_to="none", use_cpu=True),
+                         compute_loss_func=soft_target_cross_entropy, mixup_alpha=1.0)
+    inputs = {"pixel_values": torch.randn(8, 1, 48, 48), "labels": torch.eye(7)[torch.arange(8) % 7]}
+    model.eval()
+    with torch.no_grad():
+        unmixed = soft_target_cross_entropy(model(pixel_values=inputs["pixel_values"]), inputs["labels"])
+        assert torch.equal(trainer.compute_loss(model, dict(inputs)), unmixed)
+        model.train()
+        torch.manual_seed(1)
+        loss = trainer.compute_loss(model, dict(inputs))
+        torch.manual_seed(1)
+        pixel_values, labels = mix_batch(inputs["pixel_values"], inputs["labels"], 1.0, 0.0)
+        assert torch.equal(loss, soft_target_cross_entropy(model(pixel_values=pixel_values), labels))
+        assert not torch.isclose(loss, soft_target_cross_entropy(model(pixel_values=inputs["pixel_values"]),
+                                                                 inputs["labels"]))
+
+
 def test_mixed_batches_train_and_a_bad_alpha_is_refused(tmp_path):
     out = tmp_path / "mixed"
     _train("--dataset_name", FER_DIR, "--output_dir", out, "--max_steps", "3", "--max_train_samples", "64",
