@@ -333,7 +333,7 @@ def main():
             "splits": {name: len(part) for name, part in dataset.items()},
             "labels": labels,
             "label_distribution": (f"{data_args.label_distribution} (weight {data_args.label_distribution_weight})"
-                                   if soft_labels else None),
+                                   if data_args.label_distribution else None),
             "teacher_models": data_args.teacher_models,
             "batch_mixing": ({"mixup_alpha": data_args.mixup_alpha, "cutmix_alpha": data_args.cutmix_alpha}
                              if mixing else None),

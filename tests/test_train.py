@@ -358,6 +358,7 @@ def test_mixed_batches_train_and_a_bad_alpha_is_refused(tmp_path):
            "--max_eval_samples", "32", "--mixup_alpha", "0.2", "--cutmix_alpha", "1.0", "--label_smoothing_factor", "0.1")
     info = json.loads((out / "run_info.json").read_text())
     assert info["steps"] == 3 and info["batch_mixing"] == {"mixup_alpha": 0.2, "cutmix_alpha": 1.0}
+    assert info["label_distribution"] is None  # mixing trains on soft targets, but no label distribution
     history = json.loads((out / "trainer_state.json").read_text())["log_history"]
     assert all(np.isfinite(entry["train_loss"]) for entry in history if "train_loss" in entry)
     run = _train("--dataset_name", FER_DIR, "--output_dir", tmp_path / "bad", "--mixup_alpha", "-0.2", check=False)
