@@ -1,6 +1,6 @@
 """fer-hf demo: the expression of every face in a photo, or live from a webcam.
 
-    python app.py [--model FOLDER_OR_HUB_ID] [--host 127.0.0.1] [--port 7860] [--share]
+    python app.py [--model FOLDER_OR_HUB_ID] [--flip_tta {true,false}] [--host 127.0.0.1] [--port 7860] [--share]
 
 The model (also FER_HF_MODEL=...) defaults to the bundled models/fer2013-cnn, else another folder in
 models/. It is loaded once; faces are found with fer_hf.faces and each is boxed and captioned.
@@ -27,6 +27,7 @@ import gradio as gr
 import numpy as np
 from gradio.utils import get_upload_folder
 from PIL import Image, ImageDraw, ImageFont
+from transformers.hf_argparser import string_to_bool
 
 from fer_hf.faces import FaceDetector, FaceExpressionRecognizer
 from fer_hf.hub import explain_hub_error, load_classifier
@@ -274,8 +275,14 @@ class FaceDemo:
         return annotated, result, faces[0]["scores"] if faces else None, status
 
 
-def build_demo(model_name: str) -> gr.Blocks:
-    """Loads the model once and lays out the Photo and Live webcam tabs."""
+def build_demo(model_name: str, flip_tta: bool = True) -> gr.Blocks:
+    """Loads the model once and lays out the Photo and Live webcam tabs.
+
+    Args:
+        model_name: Model folder or Hub repo id.
+        flip_tta: Average each face's scores with its mirror image's (FaceExpressionRecognizer's
+            flip_tta): more accurate, and about half the faces per second (benchmarks/results/inference.md).
+    """
     # Gradio names its example cache folder after a component id, not the model: a shared
     # .gradio/cached_examples would show the previous model's results after --model changes.
     if "GRADIO_EXAMPLES_CACHE" not in os.environ:
@@ -283,11 +290,12 @@ def build_demo(model_name: str) -> gr.Blocks:
         atexit.register(shutil.rmtree, cache, ignore_errors=True)
     model, image_processor = load_classifier(model_name)
     # Annotated photos go to Gradio's cache as files written race-free (save_shown), not as PIL images.
-    handlers = FaceDemo(FaceExpressionRecognizer(model, image_processor), cache_dir=get_upload_folder())
+    handlers = FaceDemo(FaceExpressionRecognizer(model, image_processor, flip_tta=flip_tta), cache_dir=get_upload_folder())
     labels = ", ".join(handlers.recognizer.labels)
 
     with gr.Blocks(title="fer-hf: facial expressions", analytics_enabled=False, delete_cache=(3600, 3600)) as demo:
-        gr.Markdown(f"# Facial expressions\nModel `{model_name}` · labels: {labels}")
+        mirror = "each face averaged with its mirror image" if flip_tta else "one view per face"
+        gr.Markdown(f"# Facial expressions\nModel `{model_name}` · labels: {labels} · {mirror}")
         with gr.Tab("Photo"):
             with gr.Row():
                 with gr.Column() as left:
@@ -336,6 +344,8 @@ def build_demo(model_name: str) -> gr.Blocks:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default=None, help="model folder or Hub repo id (default: $FER_HF_MODEL, else models/)")
+    parser.add_argument("--flip_tta", type=string_to_bool, nargs="?", const=True, default=True, metavar="{true,false}",
+                        help="average each face's scores with its mirror image's (default: true; false: faster)")
     parser.add_argument("--host", default="127.0.0.1", help="0.0.0.0 to serve other machines")
     parser.add_argument("--port", type=int, default=None, help="default: 7860, or the next free port")
     parser.add_argument("--share", action="store_true", help="also open a public *.gradio.live link")
@@ -343,7 +353,7 @@ if __name__ == "__main__":
     reuse_freed_memory()  # before Gradio starts its threads: big progressive JPEGs read ~40% faster
     try:
         model_name = find_model(args.model, ROOT)
-        demo = build_demo(model_name)
+        demo = build_demo(model_name, flip_tta=args.flip_tta)
     except Exception as error:  # no model, a wrong folder or repo id, no network and nothing cached
         raise SystemExit(f"Cannot start the demo: {explain_hub_error(error)}") from None
     # No allowed_paths: Gradio then serves only its static files, the uploads and its own cache.

@@ -12,6 +12,8 @@ import argparse
 import json
 import sys
 
+from transformers.hf_argparser import string_to_bool
+
 
 def evaluate_command(args: argparse.Namespace) -> int:
     from datasets import DatasetDict
@@ -81,15 +83,6 @@ def predict_command(args: argparse.Namespace) -> int:
     return run_predict(args)
 
 
-def _bool(value: str) -> bool:
-    """A boolean flag's value, read as HfArgumentParser reads train.py's: true/false, yes/no, 1/0."""
-    if value.lower() in ("true", "t", "yes", "y", "1"):
-        return True
-    if value.lower() in ("false", "f", "no", "n", "0"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected true or false, got {value!r}")
-
-
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m fer_hf", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -136,7 +129,7 @@ def main(argv=None) -> int:
     predict.add_argument("--output", default=None, help="results.csv or results.json (default: CSV on stdout)")
     predict.add_argument("--batch_size", type=int, default=16, help="photos read and labelled together")
     predict.add_argument("--whole_image", action="store_true", help="classify the whole photo when no face is found")
-    predict.add_argument("--flip_tta", type=_bool, nargs="?", const=True, default=True, metavar="{true,false}",
+    predict.add_argument("--flip_tta", type=string_to_bool, nargs="?", const=True, default=True, metavar="{true,false}",
                          help="average each face's scores with its mirror image's (default: true)")
     predict.set_defaults(handler=predict_command)
 

@@ -311,6 +311,22 @@ def test_the_blocks_stream_and_examples_settings(fer_model, tmp_path, monkeypatc
     assert app.EXAMPLES and all(path.stat().st_size < 100_000 for path in app.EXAMPLES)
 
 
+def test_the_demo_mirror_averages_unless_told_not_to(tmp_path, monkeypatch):
+    # A trained model, as in the predict test below: a random tiny one scores a face and its mirror alike.
+    monkeypatch.setenv("GRADIO_EXAMPLES_CACHE", str(tmp_path))
+    fer_model = app.ROOT / "models" / "fer2013-cnn-fast"
+    model, processor = load_classifier(fer_model)
+    scores = {}
+    for flip_tta in (True, False):
+        demo = app.build_demo(str(fer_model), flip_tta=flip_tta)
+        handlers = next(fn for fn in demo.fns.values() if fn.name == "analyze").fn.__self__
+        assert handlers.recognizer.flip_tta is handlers.stream.flip_tta is flip_tta
+        _, result, scores[flip_tta], _ = handlers.analyze(upload(ONE))
+        expected = FaceExpressionRecognizer(model, processor, flip_tta=flip_tta)(ONE)[0]["scores"]
+        assert scores[flip_tta] == pytest.approx(expected, abs=1e-6)
+    assert scores[True] != pytest.approx(scores[False], abs=1e-4)
+
+
 def test_find_model(tmp_path, monkeypatch):
     monkeypatch.delenv("FER_HF_MODEL", raising=False)
     with pytest.raises(FileNotFoundError, match="pass --model"):
