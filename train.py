@@ -13,7 +13,6 @@ USER/NAME` the best model, its card and reports are pushed once, at the end (tok
 import json
 import logging
 import os
-import platform
 import shlex
 import sys
 import time
@@ -46,7 +45,7 @@ from fer_hf.evaluation import (
 )
 from fer_hf.faces import DEFAULT_MARGIN
 from fer_hf.hub import explain_hub_error, load_classifier, push_folder, write_model_card
-from fer_hf.inference import bf16_supported
+from fer_hf.inference import bf16_supported, cpu_name
 
 logger = logging.getLogger("train")
 
@@ -657,13 +656,8 @@ def collate(examples: list[dict]) -> dict[str, torch.Tensor]:
 def hardware_description(training_args: TrainingArguments) -> str:
     if training_args.device.type == "cuda":
         return f"{training_args.n_gpu or 1}x {torch.cuda.get_device_name()}"
-    cpu = platform.processor() or platform.machine()
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.exists():
-        names = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines() if line.startswith("model name")]
-        cpu = names[0] if names else cpu
     threads = torch.get_num_threads()
-    return f"CPU: {cpu}, {threads} thread{'s' if threads != 1 else ''}, {training_args.world_size} process(es)"
+    return f"CPU: {cpu_name()}, {threads} thread{'s' if threads != 1 else ''}, {training_args.world_size} process(es)"
 
 
 if __name__ == "__main__":

@@ -1,6 +1,5 @@
 """What every benchmark script shares: the machine line of its table, and writing the table."""
 
-import platform
 import sys
 from datetime import date
 from pathlib import Path
@@ -14,9 +13,9 @@ sys.path.insert(0, str(ROOT))
 
 def machine() -> str:
     """Date, CPU model, torch threads and version: the conditions a table's figures hold for."""
-    cpuinfo = Path("/proc/cpuinfo")
-    names = [l.split(":", 1)[1].strip() for l in cpuinfo.read_text().splitlines() if l.startswith("model name")] if cpuinfo.exists() else []
-    return f"Date: {date.today()}; machine: {names[0] if names else platform.machine()}, {torch.get_num_threads()} threads; torch {torch.__version__}"
+    from fer_hf.inference import cpu_name  # after the path line above
+
+    return f"Date: {date.today()}; machine: {cpu_name()}, {torch.get_num_threads()} threads; torch {torch.__version__}"
 
 
 def write_table(path: str | Path, lines: list[str]) -> None:

@@ -28,8 +28,10 @@ from __future__ import annotations
 import copy
 import logging
 import os
+import platform
 import warnings
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -69,6 +71,15 @@ def bf16_supported() -> bool:
         return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     except (AttributeError, RuntimeError):
         return False
+
+
+def cpu_name() -> str:
+    """This CPU's model name, for the machine line of run records and benchmark tables (Linux's
+    /proc/cpuinfo; elsewhere platform's shorter name)."""
+    cpuinfo = Path("/proc/cpuinfo")
+    names = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines()
+             if line.startswith("model name")] if cpuinfo.exists() else []
+    return names[0] if names else platform.processor() or platform.machine()
 
 
 class InferenceRunner:
