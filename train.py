@@ -63,6 +63,12 @@ class DataTrainingArguments:
     validation_split_percentage: float = field(
         default=0.1, metadata={"help": "Share of `train` held out for validation when the source has no validation split."}
     )
+    split_seed: int = field(
+        default=42,
+        metadata={"help": "Seed of the train/validation/test split of photo folders (--dataset_name and "
+                  "--add_train_dataset) and of --validation_split_percentage. Kept apart from --seed, so that a "
+                  "run with another training seed holds out the same photos (evaluate splits with 42 too)."},
+    )
     skip_bad_images: bool = field(
         default=False, metadata={"help": "Skip unreadable image files (each one logged by name) instead of stopping."}
     )
@@ -186,7 +192,7 @@ def main():
         logger.warning("Resuming from %s", Path(checkpoint).name)
 
     dataset = load_fer_dataset(
-        data_args.dataset_name, seed=training_args.seed, skip_bad_images=data_args.skip_bad_images,
+        data_args.dataset_name, seed=data_args.split_seed, skip_bad_images=data_args.skip_bad_images,
         revision=data_args.dataset_revision,
     )
     if data_args.label_distribution == "ferplus":
@@ -201,12 +207,12 @@ def main():
     if data_args.labels:
         dataset = select_labels(dataset, data_args.labels)
     if data_args.add_train_dataset:
-        dataset["train"] = add_train_rows(dataset["train"], data_args, seed=training_args.seed)
+        dataset["train"] = add_train_rows(dataset["train"], data_args)
     if data_args.crop_faces:
         dataset = crop_faces(dataset, margin=data_args.face_crop_margin)
     if "validation" not in dataset:
         held_out = dataset["train"].train_test_split(
-            test_size=data_args.validation_split_percentage, stratify_by_column="label", seed=training_args.seed
+            test_size=data_args.validation_split_percentage, stratify_by_column="label", seed=data_args.split_seed
         )
         dataset["train"], dataset["validation"] = held_out["train"], held_out["test"]
     if data_args.max_train_samples is not None:
@@ -507,12 +513,12 @@ class TrainingTimeCallback(TrainerCallback):
         self.seconds_at_end = self.seconds()
 
 
-def add_train_rows(train: Dataset, data_args: DataTrainingArguments, seed: int) -> Dataset:
+def add_train_rows(train: Dataset, data_args: DataTrainingArguments) -> Dataset:
     """Appends the train split of each --add_train_dataset source, its classes matched by name."""
     names = train.features["label"].names
     parts = [train]
     for source in data_args.add_train_dataset:
-        extra = load_fer_dataset(source, seed=seed, skip_bad_images=data_args.skip_bad_images)
+        extra = load_fer_dataset(source, seed=data_args.split_seed, skip_bad_images=data_args.skip_bad_images)
         missing = sorted(set(names) - set(extra["train"].features["label"].names))
         if missing:
             raise DataError(f"--add_train_dataset {source}: it has no {missing} rows; pick common classes with --labels.")

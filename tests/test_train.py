@@ -133,6 +133,17 @@ def test_happy_sad_photos_train_with_a_test_split(tmp_path):
     assert json.loads((out / "config.json").read_text())["id2label"] == {"0": "happy", "1": "sad"}
 
 
+def test_another_training_seed_holds_out_the_same_photos(tmp_path):
+    # FAST trains with --seed 0. The photo folder must still split with 42, as `evaluate` does: otherwise a
+    # run with another seed would train on photos of the held-out test split. Scoring the bundled model
+    # unchanged (no epochs, no recompute) must therefore give the test figure its card reports.
+    out, bundled = tmp_path / "scored", ROOT / "models" / "happy-sad-cnn"
+    _train("--dataset_name", HAPPY_SAD_DIR, "--crop_faces", "true", "--output_dir", out, "--model_name_or_path",
+           bundled, "--num_train_epochs", "0", "--recompute_batch_norm", "false")
+    scored = json.loads((out / "test_report.json").read_text())["metrics"]
+    assert scored == json.loads((bundled / "test_report.json").read_text())["metrics"]
+
+
 def test_photos_are_added_to_fer_rows_as_face_crops(tmp_path):
     out = tmp_path / "mixed"
     _train("--dataset_name", FER_DIR, "--labels", "happy", "sad", "--add_train_dataset", HAPPY_SAD_DIR,
