@@ -10,7 +10,12 @@ recompute alone. Scored on PublicTest, with and without mirror averaging.
     python benchmarks/weight_average.py --soups "models/fer2013-cnn" "models/fer2013-cnn runs/fer2013-kd" ...
 
 The runs/ folders are the output folders of the runs in models/README.md (kept on the machine that
-ran them, not in the repository). Writes benchmarks/results/weight_average.md.
+ran them, not in the repository). Writes benchmarks/results/weight_average.md. With --save_dir (one
+soup), the soup's mean weights are also saved as a model folder, which train.py then recomputes, scores
+and cards like any model:
+
+    python benchmarks/weight_average.py --soups "runs/a runs/b" --save_dir runs/soup
+    python train.py --dataset_name ../shared/data/fer2013 --model_name_or_path runs/soup --num_train_epochs 0 ...
 """
 
 import argparse
@@ -41,7 +46,10 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--soups", nargs="+", required=True, help='each a quoted, space-separated list of members')
     parser.add_argument("--output", default=str(ROOT / "benchmarks" / "results" / "weight_average.md"))
+    parser.add_argument("--save_dir", help="with one soup: save its mean weights (before the recompute) here")
     args = parser.parse_args()
+    if args.save_dir and len(args.soups) != 1:
+        parser.error("--save_dir saves one soup: give one --soups entry")
 
     dataset = load_fer_dataset(FER_DIR)
     train, test = dataset["train"], dataset["validation"]
@@ -50,6 +58,9 @@ def main():
     for soup in args.soups:
         members = soup.split()
         model, processor = averaged_model(members)
+        if args.save_dir:  # the mean itself; train.py --num_train_epochs 0 redoes the recompute and keeps its own
+            model.save_pretrained(args.save_dir)
+            processor.save_pretrained(args.save_dir)
         recompute_batch_norm_statistics(model, processor, train)
         plain = (predict_logits(model, processor, test).argmax(-1) == labels).mean()
         mirrored = (predict_logits(model, processor, test, flip_tta=True).argmax(-1) == labels).mean()
