@@ -233,10 +233,9 @@ def test_the_bundled_models_on_real_publictest_faces(name):
     top class a near-tie (top two within 0.1 in fp32), and accuracy moved by at most half a point.
 
     Without VNNI the weights are quantized in 7 bits (`inference._quantize_per_channel`: AVX2's int16
-    sums would overflow with 8), and the figures were (session 10, AVX2-only AMD EPYC): differences at
-    most 0.053 / 0.079, 0.0025 / 0.0049 on average, top class changed for 14 / 13 faces, each a near-tie
-    (top two within 0.035 / 0.059). There the first two tolerances are 0.1 and 0.006. With 8-bit
-    weights that CPU gave differences up to 0.36 / 0.69: this test caught it.
+    sums would overflow with 8); a one-off check in session 10 (AVX2-only AMD EPYC; not kept in the repo)
+    saw differences of at most 0.053 / 0.079, 0.0025 / 0.0049 on average. There the first two tolerances
+    are 0.1 and 0.006. With 8-bit weights this test failed on that CPU, differences up to 0.38 / 0.69.
     """
     from datasets import load_dataset
 
