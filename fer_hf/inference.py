@@ -75,12 +75,21 @@ def bf16_supported() -> bool:
 
 
 def cpu_name() -> str:
-    """This CPU's model name, for the machine line of run records and benchmark tables (Linux's
-    /proc/cpuinfo; elsewhere platform's shorter name)."""
-    cpuinfo = Path("/proc/cpuinfo")
-    names = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines()
-             if line.startswith("model name")] if cpuinfo.exists() else []
-    return names[0] if names else platform.processor() or platform.machine()
+    """This CPU's model name and whether it has the two features our fast paths depend on (int8
+    that sums in int32, native bf16), for the machine line of run records and benchmark tables: a
+    speed figure holds only for CPUs with the same features (Linux's /proc/cpuinfo; elsewhere
+    platform's shorter name)."""
+    names = [line.split(":", 1)[1].strip() for line in _cpuinfo().splitlines() if line.startswith("model name")]
+    name = names[0] if names else platform.processor() or platform.machine()
+    vnni = "VNNI" if _has_vnni() else "no VNNI"
+    bf16 = "native bf16" if bf16_supported() else "no native bf16"
+    return f"{name} ({vnni}, {bf16})"
+
+
+def _cpuinfo() -> str:
+    """Linux's /proc/cpuinfo (model name and flags); empty where there is none."""
+    path = Path("/proc/cpuinfo")
+    return path.read_text() if path.exists() else ""
 
 
 class InferenceRunner:
@@ -325,9 +334,7 @@ def _int8_engine() -> str | None:
 def _has_vnni() -> bool:
     """Whether this CPU has int8 dot products that sum in int32 (AVX512-VNNI, AVX-VNNI or AMX), from
     Linux's /proc/cpuinfo flags; False where they cannot be read, which only costs weights a bit."""
-    cpuinfo = Path("/proc/cpuinfo")
-    flags = set(cpuinfo.read_text().split()) if cpuinfo.exists() else set()
-    return bool(flags & {"avx512_vnni", "avx_vnni", "amx_int8"})
+    return bool(set(_cpuinfo().split()) & {"avx512_vnni", "avx_vnni", "amx_int8"})
 
 
 def _is_fer_cnn(model: Any) -> bool:
