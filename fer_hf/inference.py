@@ -173,7 +173,7 @@ class InferenceRunner:
             int8 = Int8FerCNN(model, self._pixels.input_scale()).eval()
             example = torch.zeros(1, model.config.num_channels, model.config.image_size, model.config.image_size)
             with torch.no_grad():  # traced: ~0.25 ms less for one face than the module's Python calls
-                return torch.jit.freeze(torch.jit.trace(int8, example, check_trace=False).eval())
+                return _first_call_with_one_face(torch.jit.freeze(torch.jit.trace(int8, example, check_trace=False).eval()), example)
         if mode == "bf16" and not bf16_supported():
             raise RuntimeError("this CPU has no native bf16")
         logits_only = _LogitsOnly(copy.deepcopy(model))  # channels_last and freezing must not touch the caller's model
@@ -184,7 +184,8 @@ class InferenceRunner:
         with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=mode == "bf16"):
             traced = torch.jit.trace(logits_only.requires_grad_(False), example, check_trace=False)
         # freeze() folds batch norm into the convolutions and inlines the weights as constants.
-        return torch.jit.freeze(traced.eval())
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=mode == "bf16"):
+            return _first_call_with_one_face(torch.jit.freeze(traced.eval()), example)
 
 
 class FerPixels:
@@ -321,6 +322,19 @@ def _quantize_per_channel(weight: torch.Tensor) -> torch.Tensor:
     levels = 127 if _has_vnni() else 63
     scales = (weight.abs().amax(dim=(1, 2, 3)).double() / levels).clamp(min=1e-12)
     return torch.quantize_per_channel(weight, scales, torch.zeros_like(scales, dtype=torch.long), 0, torch.qint8)
+
+
+def _first_call_with_one_face(forward: torch.jit.ScriptModule, one_face: torch.Tensor) -> torch.jit.ScriptModule:
+    """Calls a traced forward once on one face, and returns it.
+
+    TorchScript's executor optimizes a graph for the input shapes of its first call; other shapes take a
+    slower fallback. Batches run as fast after either first call, one face does not: with a batch of 256
+    first, `fer2013-cnn`'s one-face int8 call took twice as long on the 2-core Xeon of session 11
+    (`benchmarks/bench_inference.py` measures the one-face path the demo and `predict` run).
+    """
+    with torch.inference_mode():
+        forward(one_face)
+    return forward
 
 
 def _int8_engine() -> str | None:
