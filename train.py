@@ -81,6 +81,11 @@ class DataTrainingArguments:
                   "next to FER-2013); their classes must match --labels or the main dataset's. Validation and "
                   "test stay those of --dataset_name."},
     )
+    add_train_dataset_repeats: int = field(
+        default=1,
+        metadata={"help": "How many times each --add_train_dataset source's train rows are added: oversamples a small "
+                  "source (209 photos next to FER-2013's 12,045 happy and sad faces) so that it weighs more."},
+    )
     crop_faces: bool = field(
         default=False,
         metadata={"help": "Replace each photo by its largest detected face, cropped as the demo crops it (images of "
@@ -174,6 +179,8 @@ def main():
     for flag in ("mixup_alpha", "cutmix_alpha"):
         if not getattr(data_args, flag) >= 0:
             raise ValueError(f"--{flag} {getattr(data_args, flag)}: must be 0 (off) or positive.")
+    if data_args.add_train_dataset_repeats < 1:
+        raise ValueError(f"--add_train_dataset_repeats {data_args.add_train_dataset_repeats}: must be 1 or more.")
     if not data_args.face_crop_margin > -1:
         raise ValueError(f"--face_crop_margin {data_args.face_crop_margin}: must be above -1 (a crop needs a side).")
 
@@ -523,8 +530,8 @@ def add_train_rows(train: Dataset, data_args: DataTrainingArguments) -> Dataset:
         if missing:
             raise DataError(f"--add_train_dataset {source}: it has no {missing} rows; pick common classes with --labels.")
         extra = select_labels(extra, names)["train"]  # same classes, same order
-        parts.append(extra.cast(train.features))
-        logger.info("Added %d training rows from %s", len(extra), source)
+        parts.extend([extra.cast(train.features)] * data_args.add_train_dataset_repeats)
+        logger.info("Added %d training rows from %s, %d times", len(extra), source, data_args.add_train_dataset_repeats)
     return concatenate_datasets(parts)
 
 

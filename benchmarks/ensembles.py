@@ -8,6 +8,9 @@ one is the best of many tries on the split reported: read the medians, not the m
 
     python benchmarks/ensembles.py --models models/fer2013-cnn runs/fer2013-kd ...
 
+With --labels (say happy sad) only PublicTest's rows of those classes are scored, each member's
+softmax taken over them (a 7-class model's happy-vs-sad scores, as `evaluate --labels` takes them).
+
 The runs/ folders are the output folders of the runs in models/README.md (kept on the machine that
 ran them, not in the repository). Writes benchmarks/results/ensembles.md.
 """
@@ -31,11 +34,16 @@ def main():
     parser.add_argument("--models", nargs="+", required=True)
     parser.add_argument("--sizes", nargs="+", type=int, default=[2, 3, 4])
     parser.add_argument("--max_parameters", type=float, default=5e6)
+    parser.add_argument("--labels", nargs="+", help="score only PublicTest's rows of these classes, over these classes")
     parser.add_argument("--output", default=str(ROOT / "benchmarks" / "results" / "ensembles.md"))
     args = parser.parse_args()
 
     test = load_fer_dataset(FER_DIR)["validation"]
     labels, names = np.array(test["label"]), test.features["label"].names
+    if args.labels:  # those rows only, their labels renumbered in --labels order
+        keep = np.flatnonzero(np.isin(labels, [names.index(n) for n in args.labels]))
+        test, labels = test.select(keep), np.array([args.labels.index(names[i]) for i in labels[keep]])
+        names = args.labels
     members = {}
     for folder in args.models:
         model, processor = load_classifier(folder)
@@ -70,10 +78,11 @@ def main():
                  for _, combination, parameters, plain, mirrored in sorted(scored, key=lambda s: -s[4])[:5]]
 
     write_table(args.output, [
-        "# Ensembles of FER CNNs on PublicTest",
+        "# Ensembles of FER CNNs on PublicTest" + (f"'s {' and '.join(args.labels)} faces" if args.labels else ""),
         "",
-        f"Command: `python benchmarks/ensembles.py --models {' '.join(args.models)}`  ",
-        f"{machine()}. PublicTest: {len(test):,} faces. Each ensemble: the mean of its members' class probabilities;",
+        f"Command: `python benchmarks/ensembles.py --models {' '.join(args.models)}"
+        f"{' --labels ' + ' '.join(args.labels) if args.labels else ''}`  ",
+        f"{machine()}. PublicTest: {len(test):,} faces{' (its ' + ', '.join(args.labels) + ' rows)' if args.labels else ''}. Each ensemble: the mean of its members' class probabilities;",
         "mirror-averaged: each member's logits averaged over the face and its mirror first. All combinations are",
         "scored on PublicTest itself, so the maxima are the best of many tries on the split reported.",
         "",

@@ -147,11 +147,12 @@ def test_another_training_seed_holds_out_the_same_photos(tmp_path):
 def test_photos_are_added_to_fer_rows_as_face_crops(tmp_path):
     out = tmp_path / "mixed"
     _train("--dataset_name", FER_DIR, "--labels", "happy", "sad", "--add_train_dataset", HAPPY_SAD_DIR,
-           "--crop_faces", "true", "--face_crop_margin", "0.2", "--output_dir", out, "--max_steps", "2",
-           "--max_eval_samples", "32")
+           "--add_train_dataset_repeats", "3", "--crop_faces", "true", "--face_crop_margin", "0.2",
+           "--output_dir", out, "--max_steps", "2", "--max_eval_samples", "32")
     info = json.loads((out / "run_info.json").read_text())
-    # FER-2013's 7,215 happy + 4,830 sad training faces, plus the 209 photos of the folder's train split.
-    assert info["labels"] == ["happy", "sad"] and info["splits"] == {"train": 12045 + 209, "validation": 32}
+    # FER-2013's 7,215 happy + 4,830 sad training faces, plus the 209 photos of the folder's train split,
+    # three times over (--add_train_dataset_repeats 3).
+    assert info["labels"] == ["happy", "sad"] and info["splits"] == {"train": 12045 + 3 * 209, "validation": 32}
     # The margin the photos were cropped with is saved with the model, for the demo to crop alike.
     assert json.loads((out / "preprocessor_config.json").read_text())["face_crop_margin"] == 0.2
 
@@ -160,6 +161,9 @@ def test_a_source_with_other_classes_cannot_be_added(tmp_path):
     run = _train("--dataset_name", FER_DIR, "--add_train_dataset", HAPPY_SAD_DIR, "--output_dir", tmp_path / "x",
                  "--max_steps", "1", check=False)
     assert run.returncode != 0 and "--add_train_dataset" in run.stdout and "'angry'" in run.stdout
+    run = _train("--dataset_name", FER_DIR, "--labels", "happy", "sad", "--add_train_dataset", HAPPY_SAD_DIR,
+                 "--add_train_dataset_repeats", "0", "--output_dir", tmp_path / "y", check=False)
+    assert run.returncode != 0 and "--add_train_dataset_repeats 0: must be 1 or more" in run.stdout
 
 
 def test_rerun_after_sigkill_resumes_from_the_last_checkpoint(tmp_path):
