@@ -22,7 +22,7 @@ import statistics
 import numpy as np
 
 from common import ROOT, machine, write_table
-from fer_hf.data import load_fer_dataset
+from fer_hf.data import load_fer_dataset, select_labels
 from fer_hf.evaluation import class_probabilities
 from fer_hf.hub import load_classifier
 
@@ -38,12 +38,9 @@ def main():
     parser.add_argument("--output", default=str(ROOT / "benchmarks" / "results" / "ensembles.md"))
     args = parser.parse_args()
 
-    test = load_fer_dataset(FER_DIR)["validation"]
+    fer = load_fer_dataset(FER_DIR)
+    test = (select_labels(fer, args.labels) if args.labels else fer)["validation"]  # renumbered in --labels order
     labels, names = np.array(test["label"]), test.features["label"].names
-    if args.labels:  # those rows only, their labels renumbered in --labels order
-        keep = np.flatnonzero(np.isin(labels, [names.index(n) for n in args.labels]))
-        test, labels = test.select(keep), np.array([args.labels.index(names[i]) for i in labels[keep]])
-        names = args.labels
     members = {}
     for folder in args.models:
         model, processor = load_classifier(folder)
