@@ -32,7 +32,7 @@ from transformers.hf_argparser import string_to_bool
 from fer_hf.faces import FaceDetector, FaceExpressionRecognizer
 from fer_hf.hub import explain_hub_error, load_classifier
 from fer_hf.images import load_image, reuse_freed_memory
-from fer_hf.predict import find_model
+from fer_hf.hub import find_model
 
 logger = logging.getLogger("fer_hf.app")
 ROOT = Path(__file__).resolve().parent

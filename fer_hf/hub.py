@@ -46,6 +46,8 @@ logger = logging.getLogger(__name__)
 # The repo's top-level model_card.md, through a link that pip install copies into the package.
 TEMPLATE_PATH = Path(__file__).parent / "model_card.md"
 WEIGHTS_FILES = ("model.safetensors", "model.safetensors.index.json")
+# Where app.py and the CLI look for a model when none is given, in this order.
+BUNDLED_MODELS = ("models/fer2013-cnn", "models/happy-sad-cnn")
 
 # Never uploaded. Checkpoints are resumable training state (optimizer, scheduler, RNG) that only this
 # run needs; runs/ holds TensorBoard logs. Pickles (training_args.bin, *.pt, ...) run arbitrary code when
@@ -392,3 +394,24 @@ __all__ = [
     "push_folder",
     "write_model_card",
 ]
+
+
+def find_model(requested: str | None = None, root: str | os.PathLike | None = None) -> str:
+    """The model to use: `requested`, else $FER_HF_MODEL, else a model folder under `root`/models.
+
+    Prefers the bundled models in BUNDLED_MODELS order, then any other `models/*` folder with a
+    config.json. Raises FileNotFoundError, naming where it looked, when there is none.
+    """
+    requested = requested or os.environ.get("FER_HF_MODEL")
+    if requested:
+        return requested
+    root = Path(root if root is not None else Path.cwd())
+    bundled = [root / name for name in BUNDLED_MODELS]
+    others = sorted(path.parent for path in (root / "models").glob("*/config.json"))
+    for folder in bundled + others:
+        if (folder / "config.json").is_file():
+            return str(folder)
+    raise FileNotFoundError(
+        f"No model given and none found in {root / 'models'} (looked for {', '.join(BUNDLED_MODELS)}); "
+        "pass --model FOLDER_OR_HUB_ID or set FER_HF_MODEL."
+    )

@@ -23,35 +23,12 @@ from typing import Any, TextIO
 
 from .data import IMAGE_EXTENSIONS
 from .faces import FaceExpressionRecognizer
+from .hub import find_model
 from .images import load_image
 
 logger = logging.getLogger(__name__)
 
-# Where app.py and the CLI look for a model when none is given, in this order.
-BUNDLED_MODELS = ("models/fer2013-cnn", "models/happy-sad-cnn")
-
 FIELDS = ["file", "face", "status", "x0", "y0", "x1", "y1", "label", "score", "detection_score", "error"]
-
-
-def find_model(requested: str | None = None, root: str | os.PathLike | None = None) -> str:
-    """The model to use: `requested`, else $FER_HF_MODEL, else a model folder under `root`/models.
-
-    Prefers the bundled models in BUNDLED_MODELS order, then any other `models/*` folder with a
-    config.json. Raises FileNotFoundError, naming where it looked, when there is none.
-    """
-    requested = requested or os.environ.get("FER_HF_MODEL")
-    if requested:
-        return requested
-    root = Path(root if root is not None else Path.cwd())
-    bundled = [root / name for name in BUNDLED_MODELS]
-    others = sorted(path.parent for path in (root / "models").glob("*/config.json"))
-    for folder in bundled + others:
-        if (folder / "config.json").is_file():
-            return str(folder)
-    raise FileNotFoundError(
-        f"No model given and none found in {root / 'models'} (looked for {', '.join(BUNDLED_MODELS)}); "
-        "pass --model FOLDER_OR_HUB_ID or set FER_HF_MODEL."
-    )
 
 
 def collect_images(paths: Iterable[str | os.PathLike]) -> tuple[list[Path], int]:
@@ -232,4 +209,4 @@ def predict_command(args) -> int:
     return 1 if summary["unreadable"] else 0
 
 
-__all__ = ["BUNDLED_MODELS", "IMAGE_EXTENSIONS", "collect_images", "find_model", "predict_files", "write_results"]
+__all__ = ["IMAGE_EXTENSIONS", "collect_images", "predict_files", "write_results"]

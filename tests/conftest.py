@@ -1,6 +1,10 @@
-"""Shared fixtures: paths to the real data beside the project, and small FER-2013 fixtures built from it.
+"""Shared fixtures: tiny FER-2013 data in every format the loaders read, and paths to the full data.
 
-A user's clone has no ../shared: tests that need it skip and say so.
+`tests/fixtures/fer2013/` holds 168 real FER-2013 faces (16 training and 8 PublicTest rows per class, in
+the layout of `../shared/data/fer2013`, FER+ votes included; `rows.json` names the source rows), and
+`tests/fixtures/photos/` four real photos. The fixtures below build the original CSV, the Kaggle image
+folders and a happy/sad photo folder from them, so a user's clone runs every test that does not need the
+full data set. Tests that do need it (`requires_shared`) skip with the reason.
 """
 
 import csv
@@ -22,6 +26,8 @@ SHARED_DATA = ROOT.parent / "shared" / "data"
 FER_DIR = SHARED_DATA / "fer2013"
 HAPPY_SAD_DIR = SHARED_DATA / "happy_sad"
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
+FER_FIXTURE_DIR = FIXTURES / "fer2013"  # train.parquet, publictest.parquet and their *_meta.parquet
+PHOTOS = sorted((FIXTURES / "photos").glob("*.jpg"))  # happy_man, happy_three_women, sad_child, sad_man
 
 requires_shared = pytest.mark.skipif(
     not FER_DIR.is_dir() or not HAPPY_SAD_DIR.is_dir(),
@@ -34,15 +40,48 @@ FER_USAGE = {"train": "Training", "validation": "PublicTest", "test": "PrivateTe
 @pytest.fixture(scope="session")
 def fer_rows():
     """Real FER-2013 rows: 40 training and 20 PublicTest faces as (48x48 uint8 array, label, split)."""
-    if not FER_DIR.is_dir():
-        pytest.skip(f"needs the real FER-2013 parquet files in {FER_DIR}")
     from datasets import load_dataset
 
     rows = []
     for split, file, count in (("train", "train.parquet", 40), ("validation", "publictest.parquet", 20)):
-        part = load_dataset("parquet", data_files=str(FER_DIR / file), split="train").select(range(count))
+        part = load_dataset("parquet", data_files=str(FER_FIXTURE_DIR / file), split="train").select(range(count))
         rows += [(np.asarray(image.convert("L")), label, split) for image, label in zip(part["image"], part["label"])]
     return rows
+
+
+@pytest.fixture(scope="session")
+def fer_csv(tmp_path_factory, fer_rows) -> Path:
+    """The fixture rows as the original `fer2013.csv`."""
+    return write_fer_csv(tmp_path_factory.mktemp("fer_csv") / "fer2013.csv", fer_rows)
+
+
+@pytest.fixture(scope="session")
+def photo_folder(tmp_path_factory) -> Path:
+    """A happy/sad photo folder of 12 photos per class, made from the four fixture photos.
+
+    Each photo is saved as it is and as mirrored, cropped, rescaled and re-encoded (PNG, grayscale) copies,
+    the variations a scraped photo set has; the faces stay real.
+    """
+    from PIL import Image, ImageOps
+
+    root = tmp_path_factory.mktemp("happy_sad")
+    for path in PHOTOS:
+        label = path.stem.split("_")[0]
+        folder = root / label
+        folder.mkdir(exist_ok=True)
+        image = Image.open(path).convert("RGB")
+        width, height = image.size
+        variants = {
+            "orig.jpg": image,
+            "mirror.jpg": ImageOps.mirror(image),
+            "crop.png": image.crop((width // 20, height // 20, width - width // 20, height - height // 20)),
+            "big.jpg": image.resize((width * 3 // 2, height * 3 // 2)),
+            "small.png": image.resize((width * 3 // 4, height * 3 // 4)),
+            "gray.png": image.convert("L"),
+        }
+        for suffix, variant in variants.items():
+            variant.save(folder / f"{path.stem}_{suffix}")
+    return root
 
 
 def write_fer_csv(path: Path, rows) -> Path:

@@ -18,7 +18,8 @@ from fer_hf import FER2013_LABELS
 from fer_hf.__main__ import main as cli
 from fer_hf.faces import Box, FaceExpressionRecognizer
 from fer_hf.hub import load_classifier
-from fer_hf.predict import collect_images, find_model
+from fer_hf.hub import find_model
+from fer_hf.predict import collect_images
 from tests.apptools import PHOTOS, png_header_only, save_tiny_model
 from tests.conftest import run_python
 
