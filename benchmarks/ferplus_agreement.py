@@ -4,8 +4,7 @@ FER-2013's labels came from one web search and one labeller per face; FER+ (Micr
 annotators vote on every face again. A face the FER+ majority calls neutral but FER-2013 calls sad is
 one where a model's "happy" or "sad" is close to a coin toss for anyone, and a face whose FER+ votes
 favour the *other* of the scored labels is one where a model that reads it as most people do is
-marked wrong. This script counts both on PublicTest's rows of --labels (default: happy and sad, the
-split of issue 5's 95% target), then splits each model's errors by the face's FER+ majority.
+marked wrong. This script counts both on PublicTest's rows of --labels (default: happy and sad), then splits each model's errors by the face's FER+ majority.
 
     python benchmarks/ferplus_agreement.py --models models/happy-sad-cnn models/fer2013-cnn
 

@@ -67,7 +67,7 @@ def main():
             name = Path(folder).name
             model, processor = load_classifier(folder)
             pixels = FerPixels.from_processor(processor)
-            pixel_values = torch.from_numpy(pixels.normalize(pixels.uint8_batch(faces)))
+            pixel_values = torch.from_numpy(pixels(faces))
             expected = probabilities(lambda x: model(pixel_values=x).logits, pixel_values)
             cells = []
             for sigmas in args.sigmas:

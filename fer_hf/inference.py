@@ -40,20 +40,17 @@ import torch
 from PIL import Image
 from torch import nn
 
+from .image_processing_fer import fer_pixel_values
+
 logger = logging.getLogger(__name__)
 
 MODES = ("auto", "int8", "bf16", "fp32", "eager")
 
 # int8 activation range of each conv+BN+ReLU unit: the largest `beta + K * |gamma|` of its channels,
 # i.e. K standard deviations above each channel's mean pre-activation on the training data, as the
-# batch norm recorded it. No calibration images needed. `python benchmarks/sweep_int8_range.py`
-# (benchmarks/results/int8_range.md) measures K = 5..16 on 2,000 FER-2013 *training* faces by fidelity
-# to fp32, without labels. K = 8 was chosen on the models as first trained. On the bundled models as
-# they are now (batch norms recomputed, session 5; happy-sad-cnn retrained, session 6) K = 6 keeps
-# fp32's top class for the most training faces for the 7-class models (fer2013-cnn 99.75%,
-# fer2013-cnn-fast 99.35%, against 99.25% and 98.85% with K = 8) and for happy-sad-cnn one face short
-# of K = 5 (99.60% against 99.65%; 99.55% with K = 8), with the smallest mean probability difference
-# for all three. Larger K lose small activations' resolution; K = 5 clips large ones.
+# batch norm recorded it, so no calibration images are needed. K = 6 keeps fp32's top class for the
+# most training faces of the bundled models: larger K lose small activations' resolution, K = 5 clips
+# large ones (`python benchmarks/sweep_int8_range.py`: benchmarks/results/int8_range.md).
 ACTIVATION_RANGE_SIGMAS = 6.0
 
 
@@ -135,9 +132,9 @@ class InferenceRunner:
 
     def pixel_values(self, faces: Sequence[Any]) -> torch.Tensor:
         """The model input of the faces: the image processor's `pixel_values`, on the model's device and dtype."""
-        batch = self._pixels.uint8_batch(faces) if self._pixels is not None else None
-        if batch is not None:
-            pixel_values = torch.from_numpy(self._pixels.normalize(batch))
+        pixels = self._pixels(faces) if self._pixels is not None else None
+        if pixels is not None:
+            pixel_values = torch.from_numpy(pixels)
         else:
             pixel_values = self.image_processor(images=list(faces), return_tensors="pt")["pixel_values"]
         if self.mode == "eager":
@@ -192,8 +189,8 @@ class FerPixels:
     """The FER image processor's steps for PIL faces, without its generic per-call machinery.
 
     Gives exactly the processor's `pixel_values` (tests/test_inference.py checks it): gray via Pillow's
-    "L" conversion, Pillow resize with the processor's filter when the size differs, then the same
-    float32 rescale and normalisation. For one 48x48 face this takes ~0.03 ms instead of ~0.15 ms.
+    "L" conversion, then the processor's own `fer_pixel_values` (resize, rescale, normalise). For one
+    48x48 face this takes a fraction of the processor's generic call.
     """
 
     def __init__(self, height: int, width: int, resample: int, rescale_factor: float, mean: float, std: float):
@@ -214,23 +211,16 @@ class FerPixels:
         resample, rescale = int(processor.resample), float(processor.rescale_factor)
         return cls(height, width, resample, rescale, float(mean[0]), float(std[0]))
 
-    def uint8_batch(self, faces: Sequence[Any]) -> np.ndarray | None:
-        """The faces as an N x 1 x H x W uint8 array, or None if one is not a plain PIL "L" or "RGB" image."""
+    def __call__(self, faces: Sequence[Any]) -> np.ndarray | None:
+        """The model input (N x 1 x H x W float32) of the faces, or None if one is not a plain PIL "L" or "RGB" image."""
         arrays = []
         for face in faces:
             if not isinstance(face, Image.Image) or face.mode not in ("L", "RGB") or "transparency" in face.info:
                 return None  # other modes (alpha, 16-bit, ...) have their own rules in the processor
-            gray = face if face.mode == "L" else face.convert("L")
-            if gray.size != (self.width, self.height):
-                gray = gray.resize((self.width, self.height), resample=self.resample)
-            arrays.append(np.asarray(gray))
-        return np.stack(arrays)[:, None]
-
-    def normalize(self, batch: np.ndarray) -> np.ndarray:
-        """uint8 pixels to the float32 model input, with the processor's operations in its order."""
-        pixel_values = batch.astype(np.float32)
-        pixel_values *= np.float32(self.rescale_factor)
-        return (pixel_values - np.float32(self.mean)) / np.float32(self.std)
+            arrays.append(np.asarray(face.convert("L") if face.mode == "RGB" else face)[None])
+        return fer_pixel_values(arrays, (self.height, self.width), self.resample, do_resize=True, do_rescale=True,
+                                rescale_factor=self.rescale_factor, do_normalize=True, image_mean=[self.mean],
+                                image_std=[self.std])
 
     def input_scale(self) -> tuple[float, int, float]:
         """(scale, zero point, shift) with which a normalised pixel x quantizes back to its uint8 value.
@@ -328,9 +318,8 @@ def _first_call_with_one_face(forward: torch.jit.ScriptModule, one_face: torch.T
     """Calls a traced forward once on one face, and returns it.
 
     TorchScript's executor optimizes a graph for the input shapes of its first call; other shapes take a
-    slower fallback. Batches run as fast after either first call, one face does not: with a batch of 256
-    first, `fer2013-cnn`'s one-face int8 call took twice as long on the 2-core Xeon of session 11
-    (`benchmarks/bench_inference.py` measures the one-face path the demo and `predict` run).
+    slower fallback. Batches run as fast after either first call, one face does not, and one face is
+    what the demo and `predict` run most (`benchmarks/bench_inference.py` measures that path).
     """
     with torch.inference_mode():
         forward(one_face)

@@ -38,6 +38,35 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def wait_until_up(url: str, process: subprocess.Popen, timeout: float = 120) -> None:
+    """Waits until the server `process` answers at `url`.
+
+    Raises:
+        RuntimeError: if the process exits first or does not answer within `timeout` seconds.
+    """
+    deadline = time.monotonic() + timeout  # imports take a while on a busy machine
+    while True:
+        try:
+            urllib.request.urlopen(url, timeout=5).close()
+            return
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            if process.poll() is not None:
+                raise RuntimeError(f"app.py exited with {process.returncode} before answering") from None
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"app.py did not answer {url} within {timeout} s") from None
+            time.sleep(0.5)
+
+
+def stop(process: subprocess.Popen, timeout: float = 10) -> None:
+    """Terminates a server process, and kills it if it has not exited after `timeout` seconds."""
+    process.terminate()
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
 @contextmanager
 def running_app(tmp: Path, model: Path, start_timeout: float = 120) -> Iterator[str]:
     """Runs `python app.py --model MODEL` on 127.0.0.1 and a free port; yields its URL.
@@ -55,25 +84,15 @@ def running_app(tmp: Path, model: Path, start_timeout: float = 120) -> Iterator[
         process = subprocess.Popen([sys.executable, "app.py", "--model", str(model), "--port", str(port)], cwd=ROOT,
                                    env=env, stdout=log, stderr=subprocess.STDOUT)
         url = f"http://127.0.0.1:{port}/"
-        deadline = time.monotonic() + start_timeout  # imports take a while on a busy machine
-        while True:
-            try:
-                urllib.request.urlopen(url, timeout=5).close()
-                break
-            except (urllib.error.URLError, ConnectionError, TimeoutError):
-                if process.poll() is not None or time.monotonic() > deadline:
-                    process.kill()
-                    pytest.fail(f"app.py did not start:\n{log_path.read_text()[-4000:]}")
-                time.sleep(0.5)
+        try:
+            wait_until_up(url, process, start_timeout)
+        except RuntimeError as error:
+            stop(process)
+            pytest.fail(f"{error}:\n{log_path.read_text()[-4000:]}")
         try:
             yield url
         finally:
-            process.terminate()
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            stop(process)
     assert "Traceback" not in log_path.read_text(), log_path.read_text()[-4000:]
 
 

@@ -3,8 +3,8 @@
 `tests/fixtures/fer2013/` holds 168 real FER-2013 faces (16 training and 8 PublicTest rows per class, in
 the layout of `../shared/data/fer2013`, FER+ votes included; `rows.json` names the source rows), and
 `tests/fixtures/photos/` four real photos. The fixtures below build the original CSV, the Kaggle image
-folders and a happy/sad photo folder from them, so a user's clone runs every test that does not need the
-full data set. Tests that do need it (`requires_shared`) skip with the reason.
+folders, a happy/sad photo folder and camera-sized photos from them, so a user's clone runs every test that
+does not need the full data set. Tests that do need it (`requires_full_data(why)`) skip with their reason.
 """
 
 import csv
@@ -33,6 +33,12 @@ requires_shared = pytest.mark.skipif(
     not FER_DIR.is_dir() or not HAPPY_SAD_DIR.is_dir(),
     reason=f"needs the real data in {SHARED_DATA} (present in the project's CI, not in a user's clone)",
 )
+
+
+def requires_full_data(why: str) -> pytest.MarkDecorator:
+    """Skips a test that checks the full data sets in ../shared/data, with `why` the fixtures cannot stand in."""
+    return pytest.mark.skipif(not FER_DIR.is_dir() or not HAPPY_SAD_DIR.is_dir(), reason=f"needs {SHARED_DATA}: {why}")
+
 
 FER_USAGE = {"train": "Training", "validation": "PublicTest", "test": "PrivateTest"}
 
@@ -82,6 +88,30 @@ def photo_folder(tmp_path_factory) -> Path:
         for suffix, variant in variants.items():
             variant.save(folder / f"{path.stem}_{suffix}")
     return root
+
+
+@pytest.fixture(scope="session")
+def fer_kaggle_folders(tmp_path_factory, fer_rows) -> Path:
+    """The fixture rows in the Kaggle image layout (train/<class>/*.png, test/<class>/*.png)."""
+    return write_kaggle_folders(tmp_path_factory.mktemp("fer_kaggle"), fer_rows)
+
+
+@pytest.fixture(scope="session")
+def large_photos(tmp_path_factory) -> dict[str, Path]:
+    """Two fixture photos enlarged to camera size: a 3,831 px baseline JPEG and a 7,360 px progressive one.
+
+    Big photos take the reduced-scale JPEG decoding paths of fer_hf.images.load_image (1/2-1/8 scale, and
+    a progressive one from its DC scans alone), as a scraped photo set's camera originals do.
+    """
+    from PIL import Image
+
+    folder = tmp_path_factory.mktemp("large_photos")
+    photos = {"baseline.jpg": (PHOTOS[0], 3831, False), "progressive.jpg": (PHOTOS[1], 7360, True)}
+    for name, (source, width, progressive) in photos.items():
+        image = Image.open(source).convert("RGB")
+        height = round(image.height * width / image.width)
+        image.resize((width, height), Image.Resampling.BICUBIC).save(folder / name, quality=90, progressive=progressive)
+    return {name: folder / name for name in photos}
 
 
 def write_fer_csv(path: Path, rows) -> Path:

@@ -17,8 +17,7 @@ import app
 from fer_hf import FER2013_LABELS
 from fer_hf.__main__ import main as cli
 from fer_hf.faces import Box, FaceExpressionRecognizer
-from fer_hf.hub import load_classifier
-from fer_hf.hub import find_model
+from fer_hf.hub import find_model, load_classifier
 from fer_hf.predict import collect_images
 from tests.apptools import PHOTOS, png_header_only, save_tiny_model
 from tests.conftest import run_python
@@ -310,6 +309,15 @@ def test_the_blocks_stream_and_examples_settings(fer_model, tmp_path, monkeypatc
     photo = next(fn for fn in demo.fns.values() if fn.name == "analyze")
     assert photo.preprocess is False  # the handler reads uploads itself, with clear messages
     assert app.EXAMPLES and all(path.stat().st_size < 100_000 for path in app.EXAMPLES)
+    # The header names the model as a reader knows it: the folder's name, not its absolute path.
+    header = next(block.value for block in demo.blocks.values()
+                  if type(block).__name__ == "Markdown" and "Facial expressions" in str(block.value))
+    assert f"Model `{fer_model.name}`" in header and str(fer_model.parent) not in header
+
+
+def test_model_display_name(fer_model):
+    assert app.model_display_name(str(fer_model)) == app.model_display_name(f"{fer_model}/") == fer_model.name
+    assert app.model_display_name("someone/fer-model") == "someone/fer-model"  # a Hub repo id as it is
 
 
 def test_the_demo_mirror_averages_unless_told_not_to(tmp_path, monkeypatch):

@@ -98,6 +98,8 @@ def wait_for_text(page, selector: str, text: str) -> str:
 
 
 def test_photo_upload_shows_every_face_with_label_and_score(page):
+    header = next(line for line in page.locator("body").inner_text().splitlines() if line.startswith("Model "))
+    assert header.startswith("Model model ·")  # the model folder's name, not its path
     page.locator("input[type=file]").first.set_input_files(str(PHOTOS / "happy_three_women.jpg"))
     assert "Found 3 faces" in wait_for_text(page, "#status", "Found")
     label, score = top_label_and_score(page, "#scores")

@@ -2,6 +2,7 @@
 
 import logging
 import random
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,18 +13,17 @@ from fer_hf import FER2013_LABELS
 from fer_hf.data import DataError, augment, crop_faces, load_fer_dataset, select_labels
 from fer_hf.faces import FaceExpressionRecognizer
 
-from tests.conftest import FER_DIR, HAPPY_SAD_DIR, requires_shared, write_fer_csv, write_kaggle_folders
+from tests.conftest import (FER_DIR, FER_FIXTURE_DIR, HAPPY_SAD_DIR, requires_full_data, write_fer_csv,
+                            write_kaggle_folders)
 
 
 def _pixels_and_labels(split):
     return [np.asarray(image.convert("L")) for image in split["image"]], list(split["label"])
 
 
-def test_csv_kaggle_and_parquet_give_the_same_pixels_and_labels(tmp_path, fer_rows):
-    from datasets import Dataset, Features, Image as ImageFeature, ClassLabel
-
-    from_csv = load_fer_dataset(write_fer_csv(tmp_path / "fer2013.csv", fer_rows))
-    from_kaggle = load_fer_dataset(write_kaggle_folders(tmp_path / "kaggle", fer_rows))
+def test_csv_kaggle_and_parquet_give_the_same_pixels_and_labels(tmp_path, fer_rows, fer_csv, fer_kaggle_folders):
+    from_csv = load_fer_dataset(fer_csv)
+    from_kaggle = load_fer_dataset(fer_kaggle_folders)
     parquet_dir = tmp_path / "parquet"
     parquet_dir.mkdir()
     features = Features({"image": ImageFeature(), "label": ClassLabel(names=FER2013_LABELS)})
@@ -69,63 +69,74 @@ def test_kaggle_file_prefixes_keep_the_official_splits(tmp_path, fer_rows):
     assert {k: len(v) for k, v in dataset.items()} == {"train": 10, "validation": 5, "test": 5}
 
 
-@requires_shared
-def test_real_fer2013_parquet_folder():
-    dataset = load_fer_dataset(FER_DIR)
-    assert {k: len(v) for k, v in dataset.items()} == {"train": 28709, "validation": 3589}
+def test_parquet_folder_gives_both_splits_and_leaves_the_meta_files_out():
+    # The layout of ../shared/data/fer2013 (train, publictest and their *_meta.parquet), in small.
+    dataset = load_fer_dataset(FER_FIXTURE_DIR)
+    assert {k: len(v) for k, v in dataset.items()} == {"train": 112, "validation": 56}
     assert dataset["validation"].features["label"].names == FER2013_LABELS
     assert dataset["validation"][0]["image"].size == (48, 48)
+    for split, file in (("train", "train.parquet"), ("validation", "publictest.parquet")):
+        rows = Dataset.from_parquet(str(FER_FIXTURE_DIR / file))
+        assert dataset[split]["label"] == rows["label"]  # in the file's row order
+        assert np.array_equal(np.asarray(dataset[split][-1]["image"]), np.asarray(rows[-1]["image"]))
 
 
-@requires_shared
-def test_photo_folder_split_is_stratified_seeded_and_complete():
-    first = load_fer_dataset(HAPPY_SAD_DIR, seed=1)
-    again = load_fer_dataset(HAPPY_SAD_DIR, seed=1)
-    other = load_fer_dataset(HAPPY_SAD_DIR, seed=2)
-    assert first["train"].features["label"].names == ["happy", "sad"]  # sorted folder names
-    assert sum(len(v) for v in first.values()) == 301  # nothing dropped
-    assert [first[s]["image"] for s in first] != []
-    paths = {s: first[s].with_format(None).cast_column("image", first[s].features["image"].__class__(decode=False))["image"] for s in first}
-    again_paths = {s: again[s].cast_column("image", again[s].features["image"].__class__(decode=False))["image"] for s in again}
-    other_paths = {s: other[s].cast_column("image", other[s].features["image"].__class__(decode=False))["image"] for s in other}
-    assert paths == again_paths and paths != other_paths
-    for split in ("validation", "test"):
-        counts = np.bincount(first[split]["label"], minlength=2)
-        assert abs(counts[0] - counts[1]) <= 1  # 151 happy vs 150 sad, split per class
-
-
-@requires_shared
-def test_crop_faces_turns_photos_into_face_crops_and_keeps_fer_faces():
-    photos = load_fer_dataset(HAPPY_SAD_DIR)
-    photos["test"] = photos["test"].select(range(12))
+@requires_full_data("counts the rows of the full FER-2013 splits and of the 301-photo happy/sad set")
+def test_the_full_data_sets_load_whole():
     fer = load_fer_dataset(FER_DIR)
-    fer["validation"] = fer["validation"].select(range(5))
-    cropped = crop_faces(DatasetDict({"photos": photos["test"], "fer": fer["validation"]}))
-    assert cropped["photos"]["label"] == photos["test"]["label"]  # one row per photo, in order
+    assert {k: len(v) for k, v in fer.items()} == {"train": 28709, "validation": 3589}
+    assert fer["validation"].features["label"].names == FER2013_LABELS
+    photos = load_fer_dataset(HAPPY_SAD_DIR)
+    assert {k: len(v) for k, v in photos.items()} == {"train": 209, "validation": 46, "test": 46}  # nothing dropped
+
+
+def _file_names(dataset: DatasetDict) -> dict[str, list[str]]:
+    """Each split's image file names, in row order."""
+    return {split: [Path(image["path"]).name for image in part.cast_column("image", ImageFeature(decode=False))["image"]]
+            for split, part in dataset.items()}
+
+
+def test_photo_folder_split_is_stratified_seeded_and_complete(photo_folder):
+    first = load_fer_dataset(photo_folder, seed=1)
+    again = load_fer_dataset(photo_folder, seed=1)
+    other = load_fer_dataset(photo_folder, seed=2)
+    assert first["train"].features["label"].names == ["happy", "sad"]  # sorted folder names
+    names = _file_names(first)
+    assert sorted(sum(names.values(), [])) == sorted(p.name for p in photo_folder.glob("*/*"))  # nothing dropped
+    assert names == _file_names(again) and names != _file_names(other)
+    for split in ("validation", "test"):  # 15% of each class's 12 photos, rounded up
+        assert np.bincount(first[split]["label"], minlength=2).tolist() == [2, 2]
+
+
+def test_crop_faces_turns_photos_into_face_crops_and_keeps_fer_faces(photo_folder):
+    photos = load_fer_dataset(photo_folder)["train"]
+    fer = load_fer_dataset(FER_FIXTURE_DIR)["validation"].select(range(5))
+    cropped = crop_faces(DatasetDict({"photos": photos, "fer": fer}))
+    assert cropped["photos"]["label"] == photos["label"]  # one row per photo, in order
     sizes = [image.size for image in cropped["photos"]["image"]]
     # Faces become 96x96 gray squares; a photo without a face stays whole (and gray).
-    originals = [image.size for image in photos["test"]["image"]]
+    originals = [image.size for image in photos["image"]]
     # (a whole photo comes back as the recognizer reads it: at most 1,280 px, its aspect ratio kept)
     assert all(size == (96, 96) or abs(size[0] / size[1] - w / h) < 0.01 for size, (w, h) in zip(sizes, originals))
     assert sum(size == (96, 96) for size in sizes) > len(sizes) / 2, sizes
     assert all(image.mode == "L" for image in cropped["photos"]["image"] if image.size == (96, 96))
-    fer_pixels = [np.asarray(image) for image in fer["validation"]["image"]]
+    fer_pixels = [np.asarray(image) for image in fer["image"]]
     assert all(np.array_equal(np.asarray(a), b) for a, b in zip(cropped["fer"]["image"], fer_pixels))
 
 
-@requires_shared
-@pytest.mark.parametrize("name, margin", [("1902587.jpg", None), ("7Y57w0983emdERAoQylUHIGkoEk1cIFvPkXDbeA2lVA.jpg", None),
-                                          ("1902587.jpg", 0.0)])
-def test_crop_faces_crops_a_photo_as_the_recognizer_does(name, margin):
+@pytest.mark.parametrize("name, margin", [("baseline.jpg", None), ("progressive.jpg", None), ("baseline.jpg", 0.0)])
+def test_crop_faces_crops_a_photo_as_the_recognizer_does(large_photos, name, margin):
     """A 3,831 px and a 7,360 px progressive JPEG, both read at reduced scale: the recognizer's crop, resized
     (at the default margin, and at a model's own)."""
-    from tests.test_faces import tiny_vit
+    from fer_hf import FerCNNForImageClassification, FerConfig, FerImageProcessor
 
-    path = next(HAPPY_SAD_DIR.rglob(name))
+    path = large_photos[name]
     features = Features({"image": ImageFeature(), "label": ClassLabel(names=["happy", "sad"])})
     photos = Dataset.from_dict({"image": [str(path)], "label": [0]}, features=features)  # as load_photo_folder gives it
     (cropped,) = crop_faces(DatasetDict({"test": photos}), margin=margin)["test"]["image"]
-    recognizer = FaceExpressionRecognizer(*tiny_vit(["happy", "sad"]), margin=margin)
+    # Any classifier will do: the crops are taken before it runs.
+    model = FerCNNForImageClassification(FerConfig(hidden_sizes=[4, 8], depths=[1, 1], id2label={0: "happy", 1: "sad"}))
+    recognizer = FaceExpressionRecognizer(model, FerImageProcessor(), margin=margin, runtime="eager")
     classified = []
     recognizer.classify = lambda crops: classified.extend(crops) or np.full((len(crops), 2), 0.5)
     recognizer(path)  # faces largest first

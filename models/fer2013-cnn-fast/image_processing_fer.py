@@ -1,6 +1,8 @@
 """Image processor of the FER CNN: any image in, a normalised grayscale 48x48 tensor out.
 
-Travels with saved models as remote code: imports only NumPy, Pillow and transformers.
+Travels with saved models as remote code: imports only NumPy, Pillow and transformers. fer_hf's
+image reader (fer_hf.images) and fast CPU runtime (fer_hf.inference) use its converters and its
+`fer_pixel_values`, so that every path turns pixels into model inputs the same way.
 """
 
 import numpy as np
@@ -8,6 +10,60 @@ from PIL import Image
 from transformers.image_processing_backends import PilBackend
 from transformers.image_processing_utils import BatchFeature
 from transformers.image_utils import PILImageResampling
+
+# PIL modes with more than 8 bits a pixel: Pillow's convert() clips them instead of scaling them.
+WIDE_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I", "F")
+# PIL modes with an alpha channel; an image with a "transparency" entry in its info has one too.
+ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
+
+
+def to_uint8(array: np.ndarray, wide_mode: str | None = None) -> np.ndarray:
+    """Scales pixels of any numeric dtype to uint8.
+
+    bool -> 0/255; uint16 (and PIL's I;16 modes, named by `wide_mode`) -> /257; other integers
+    clipped to 0..255 unless they exceed 255, then taken as 16-bit; floats as 0..1 when they fit,
+    else clipped to 0..255 (NaN as 0).
+    """
+    if array.dtype == np.uint8:
+        return array
+    if array.dtype == bool:
+        return array.astype(np.uint8) * 255
+    if np.issubdtype(array.dtype, np.floating):
+        values = np.nan_to_num(array.astype(np.float64), nan=0.0, posinf=255.0, neginf=0.0)
+        scale = 255.0 if values.max(initial=0.0) <= 1.0 else 1.0
+        return np.clip(values * scale, 0, 255).round().astype(np.uint8)
+    sixteen_bit = array.dtype == np.uint16 or (wide_mode or "").startswith("I;16") or array.max(initial=0) > 255
+    if sixteen_bit:
+        return np.clip(array.astype(np.float64) / 257.0, 0, 255).round().astype(np.uint8)
+    return np.clip(array, 0, 255).astype(np.uint8)
+
+
+def array_to_pil(array: np.ndarray) -> Image.Image:
+    """HxW, HxWxC or CxHxW arrays (C in 1, 3, 4) of bool/int/float to an L, RGB or RGBA image.
+
+    Raises:
+        ValueError: for a shape that is not an image or a dtype that is not numeric.
+    """
+    if array.ndim == 3 and array.shape[0] in (1, 3, 4) and array.shape[-1] not in (1, 3, 4):
+        array = np.moveaxis(array, 0, -1)  # channels-first, as torch tensors come
+    if array.ndim == 3 and array.shape[-1] == 1:
+        array = array[..., 0]
+    if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[-1] not in (3, 4)) or 0 in array.shape:
+        raise ValueError(f"expected HxW, HxWx1, HxWx3 or HxWx4, got an array of shape {array.shape}.")
+    if not (array.dtype == bool or np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating)):
+        raise ValueError(f"unsupported dtype {array.dtype}.")
+    return Image.fromarray(np.ascontiguousarray(to_uint8(array)))  # HxW -> L, HxWx3 -> RGB, HxWx4 -> RGBA
+
+
+def to_8_bit(image: Image.Image) -> Image.Image:
+    """Any PIL image with 8-bit pixels and no alpha: wide modes scaled to "L", alpha composited on white
+    as "RGB"; any other image is returned as it is."""
+    if image.mode in WIDE_MODES:
+        return Image.fromarray(to_uint8(np.asarray(image), wide_mode=image.mode))
+    if image.mode in ALPHA_MODES or "transparency" in image.info:
+        white = Image.new("RGBA", image.size, (255, 255, 255, 255))
+        return Image.alpha_composite(white, image.convert("RGBA")).convert("RGB")
+    return image
 
 
 def to_grayscale_uint8(image) -> np.ndarray:
@@ -22,44 +78,36 @@ def to_grayscale_uint8(image) -> np.ndarray:
     if hasattr(image, "detach"):  # a torch tensor; avoids importing torch here
         image = image.detach().cpu().numpy()
     if isinstance(image, np.ndarray):
-        image = _array_to_pil(image)
+        image = array_to_pil(image)
     if not isinstance(image, Image.Image):
         raise ValueError(f"Expected a PIL image, NumPy array or torch tensor, got {type(image).__name__}.")
-    if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-        # Wide modes: Pillow's convert("L") clips them instead of scaling, so scale to 0..255 here.
-        array = np.asarray(image, dtype=np.float64)
-        high = 65535.0 if image.mode.startswith("I;16") or array.max() > 255 else 255.0
-        if image.mode == "F" and array.max() <= 1.0:
-            high = 1.0
-        return np.clip(array * (255.0 / high), 0, 255).round().astype(np.uint8)
-    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
-        background = Image.new("RGBA", image.size, (255, 255, 255, 255))
-        image = Image.alpha_composite(background, image.convert("RGBA"))
-    return np.asarray(image.convert("L"), dtype=np.uint8)
+    return np.asarray(to_8_bit(image).convert("L"), dtype=np.uint8)
 
 
-def _array_to_pil(array: np.ndarray) -> Image.Image:
-    """Turns HxW, HxWxC or CxHxW arrays (C in 1, 3, 4) of bool/int/float into a PIL image."""
-    if array.ndim == 3 and array.shape[0] in (1, 3, 4) and array.shape[-1] not in (1, 3, 4):
-        array = np.moveaxis(array, 0, -1)  # channels-first -> channels-last
-    if array.ndim == 3 and array.shape[-1] == 1:
-        array = array[..., 0]
-    if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[-1] not in (3, 4)) or 0 in array.shape:
-        raise ValueError(f"Cannot read an image from an array of shape {array.shape}.")
-    if array.dtype == bool:
-        array = array.astype(np.uint8) * 255
-    elif np.issubdtype(array.dtype, np.floating):
-        # Floats are taken as 0..1 when they fit, else as 0..255, the two conventions in use.
-        finite = np.nan_to_num(array.astype(np.float64))
-        scale = 255.0 if finite.size and finite.max() <= 1.0 else 1.0
-        array = np.clip(finite * scale, 0, 255).round().astype(np.uint8)
-    elif array.dtype == np.uint16 or (np.issubdtype(array.dtype, np.integer) and array.max(initial=0) > 255):
-        array = np.clip(array.astype(np.float64) / 257.0, 0, 255).round().astype(np.uint8)
-    elif np.issubdtype(array.dtype, np.integer):
-        array = np.clip(array, 0, 255).astype(np.uint8)
-    else:
-        raise ValueError(f"Cannot read an image from an array of dtype {array.dtype}.")
-    return Image.fromarray(np.ascontiguousarray(array))
+def fer_pixel_values(
+    images, size: tuple[int, int], resample, do_resize: bool, do_rescale: bool, rescale_factor: float,
+    do_normalize: bool, image_mean, image_std,
+) -> np.ndarray:
+    """The model input of 1xHxW uint8 gray images: an N x 1 x height x width float32 array.
+
+    Each image is resized with Pillow when its size differs from `size` (height, width), then the
+    batch is rescaled and normalised in one vectorised pass: the per-image NumPy calls of the generic
+    backend cost more than the model itself for 48x48 faces.
+    """
+    if do_resize:
+        images = [
+            image if image.shape[1:] == tuple(size)
+            else np.asarray(Image.fromarray(image[0]).resize(tuple(size)[::-1], resample=resample))[None]
+            for image in images
+        ]
+    pixel_values = np.stack(images).astype(np.float32)
+    if do_rescale:
+        pixel_values *= np.float32(rescale_factor)
+    if do_normalize:
+        mean = np.asarray(image_mean, dtype=np.float32).reshape(1, -1, 1, 1)
+        std = np.asarray(image_std, dtype=np.float32).reshape(1, -1, 1, 1)
+        pixel_values = (pixel_values - mean) / std
+    return pixel_values
 
 
 class FerImageProcessor(PilBackend):
@@ -97,23 +145,9 @@ class FerImageProcessor(PilBackend):
         self, images, do_resize, size, resample, do_rescale, rescale_factor, do_normalize, image_mean, image_std,
         return_tensors=None, **kwargs,
     ) -> BatchFeature:
-        target = (size.height, size.width)
-        if do_resize:
-            images = [
-                image if image.shape[1:] == target
-                else np.asarray(Image.fromarray(image[0]).resize(target[::-1], resample=resample))[None]
-                for image in images
-            ]
-        # One vectorised pass over the whole batch: the per-image NumPy calls of the generic backend
-        # cost more than the model itself for 48x48 faces.
-        pixel_values = np.stack(images).astype(np.float32)
-        if do_rescale:
-            pixel_values *= np.float32(rescale_factor)
-        if do_normalize:
-            mean = np.asarray(image_mean, dtype=np.float32).reshape(1, -1, 1, 1)
-            std = np.asarray(image_std, dtype=np.float32).reshape(1, -1, 1, 1)
-            pixel_values = (pixel_values - mean) / std
+        pixel_values = fer_pixel_values(images, (size.height, size.width), resample, do_resize, do_rescale,
+                                        rescale_factor, do_normalize, image_mean, image_std)
         return BatchFeature(data={"pixel_values": pixel_values}, tensor_type=return_tensors)
 
 
-__all__ = ["FerImageProcessor", "to_grayscale_uint8"]
+__all__ = ["FerImageProcessor", "array_to_pil", "fer_pixel_values", "to_8_bit", "to_grayscale_uint8", "to_uint8"]
