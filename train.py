@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import transformers
-from transformers import EarlyStoppingCallback, HfArgumentParser, TrainingArguments
+from transformers import EarlyStoppingCallback, HfArgumentParser, TrainingArguments, set_seed
 
 from fer_hf import FER_CNN_VARIANTS
 from fer_hf.evaluation import compute_metrics, plot_training_curves
@@ -195,6 +195,7 @@ def main():
     transformers.utils.logging.set_verbosity(log_level)
     started = time.time()
     checkpoint = checkpoint_to_resume(training_args)
+    set_seed(training_args.seed)  # before the model's random initialisation, as run_image_classification.py does
 
     # Data.
     dataset = load_training_data(

@@ -447,12 +447,14 @@ def make_transform(
         soft_labels: `labels` are the rows' `target` column (float class distributions, see
             `soft_targets`) rather than their integer `label`.
     """
-    rng = random.Random()
     mode = "L" if grayscale else "RGB"
 
     def transform(batch: dict) -> dict:
         images = [image.convert(mode) for image in batch["image"]]
         if train:
+            # Drawn from Python's global generator, which `set_seed` seeds and Trainer checkpoints:
+            # the same --seed augments alike, and a resumed run goes on as the uninterrupted one would.
+            rng = random.Random(random.getrandbits(64))
             images = [augment(image, rng) for image in images]
         pixel_values = image_processor(images, return_tensors="pt")["pixel_values"]
         return {"pixel_values": pixel_values, "labels": batch["target"] if soft_labels else batch["label"]}

@@ -434,6 +434,17 @@ def test_only_training_batches_are_mixed(tmp_path):
                                                                  inputs["labels"]))
 
 
+def test_the_same_seed_trains_the_same_weights_and_another_seed_does_not(tmp_path):
+    # Initialisation, augmentation and Mixup all draw from generators that --seed seeds.
+    weights = {}
+    for name, seed in (("a", "0"), ("b", "0"), ("c", "1")):
+        _train("--dataset_name", FER_FIXTURE_DIR, "--output_dir", tmp_path / name, "--max_steps", "2",
+               "--max_train_samples", "64", "--max_eval_samples", "16", "--mixup_alpha", "0.2", "--seed", seed)
+        weights[name] = (tmp_path / name / "model.safetensors").read_bytes()
+    assert weights["a"] == weights["b"]
+    assert weights["a"] != weights["c"]
+
+
 def test_mixed_batches_train(tmp_path):
     out = tmp_path / "mixed"
     _train("--dataset_name", FER_FIXTURE_DIR, "--output_dir", out, "--max_steps", "3", "--max_train_samples", "64",
