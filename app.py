@@ -32,7 +32,6 @@ from transformers.hf_argparser import string_to_bool
 from fer_hf.faces import FaceDetector, FaceExpressionRecognizer
 from fer_hf.hub import explain_hub_error, find_model, load_classifier
 from fer_hf.images import load_image
-from fer_hf.memory import reuse_freed_memory
 
 logger = logging.getLogger("fer_hf.app")
 ROOT = Path(__file__).resolve().parent
@@ -353,7 +352,6 @@ if __name__ == "__main__":
     parser.add_argument("--port", type=int, default=None, help="default: 7860, or the next free port")
     parser.add_argument("--share", action="store_true", help="also open a public *.gradio.live link")
     args = parser.parse_args()
-    reuse_freed_memory()  # before Gradio starts its threads: big progressive JPEGs read faster (benchmarks/results/read.md)
     try:
         model_name = find_model(args.model, ROOT)
         demo = build_demo(model_name, flip_tta=args.flip_tta)

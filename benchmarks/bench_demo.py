@@ -45,7 +45,6 @@ from app import FaceDemo
 from fer_hf.data import load_photo_folder
 from fer_hf.faces import Box, FaceDetector, FaceExpressionRecognizer, crop_face
 from fer_hf.images import load_image
-from fer_hf.memory import reuse_freed_memory
 from fer_hf.hub import load_classifier
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -388,7 +387,6 @@ def main():
     if not PHOTOS.is_dir():
         raise SystemExit(f"needs the real photos in {PHOTOS}")
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    kept = reuse_freed_memory()  # as app.py does
 
     model, processor = load_classifier(args.model)
     recognizer = FaceExpressionRecognizer(model, processor)
@@ -434,8 +432,7 @@ def main():
         f"Command: `python benchmarks/bench_demo.py --model {shown} --frames {args.frames}"
         + (f' --note "{args.note}"' if args.note else "") + "`  ",
         f"{machine()}; load average {load:.1f} at the start; "
-        f"detector: {detector!r}; the webcam stream's: {stream.detector!r}; model: {shown} ({', '.join(labels)}); "
-        f"freed memory kept for reuse as in app.py (fer_hf.memory.reuse_freed_memory): {'yes' if kept else 'no'}.",
+        f"detector: {detector!r}; the webcam stream's: {stream.detector!r}; model: {shown} ({', '.join(labels)}).",
         *([f"Note: {args.note}"] if args.note else []),
         "",
         f"## {len(frames)} frames of 640x480 cut from the real happy/sad photos, through the live webcam path",

