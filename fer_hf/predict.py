@@ -1,13 +1,15 @@
-"""Label the faces in image files and folders: `python -m fer_hf predict PATH... --output results.csv`.
+"""Label the faces in image and video files and folders: `python -m fer_hf predict PATH... --output results.csv`.
 
-    from fer_hf.predict import collect_images, predict_files, write_results
+    from fer_hf.predict import collect_images, predict_files, predict_video, write_results
 
     files, ignored = collect_images(["photos/", "extra.jpg"])   # folders recursively, by extension
     rows, summary = predict_files(recognizer, files, batch_size=16)
     write_results(rows, "results.csv", labels=recognizer.labels)
+    video_rows = list(predict_video(recognizer, "clip.mp4", every=1, annotate="clip_labelled.mp4"))
 
 One row per face (largest first), one "no face" row for a photo without one, and one "error" row
-naming each file that could not be read: no file is dropped without a trace.
+naming each file that could not be read: no file is dropped without a trace. A video gives the
+same rows for each analysed frame, with its `frame`, `time` (seconds) and `track` (fer_hf.video).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -25,14 +27,20 @@ from .data import IMAGE_EXTENSIONS
 from .faces import FaceExpressionRecognizer
 from .hub import find_model
 from .images import load_image
+from .tracking import DEFAULT_TIME_CONSTANT
+from .video import VIDEO_EXTENSIONS, Timeline, VideoReadError, analyze_video, is_video, probe
 
 logger = logging.getLogger(__name__)
 
 FIELDS = ["file", "face", "status", "x0", "y0", "x1", "y1", "label", "score", "detection_score", "error"]
+# The columns when there are videos: a video's rows also say which frame, when, and which track.
+VIDEO_FIELDS = ["file", "frame", "time", "track", *FIELDS[1:]]
 
 
-def collect_images(paths: Iterable[str | os.PathLike]) -> tuple[list[Path], int]:
-    """Files to label: each file given as is, each folder's image files recursively, sorted.
+def collect_images(
+    paths: Iterable[str | os.PathLike], extensions: Iterable[str] = IMAGE_EXTENSIONS
+) -> tuple[list[Path], int]:
+    """Files to label: each file given as is, each folder's files with one of `extensions` recursively, sorted.
 
     A path that does not exist is kept, so that it is reported as unreadable rather than skipped.
     Inside folders, hidden files and folders (".git", macOS "._x.jpg") are left out.
@@ -40,6 +48,7 @@ def collect_images(paths: Iterable[str | os.PathLike]) -> tuple[list[Path], int]
     Returns:
         The files, and how many files in the folders were ignored for their extension.
     """
+    extensions = set(extensions)
     files: list[Path] = []
     ignored = 0
     for path in map(Path, paths):
@@ -49,7 +58,7 @@ def collect_images(paths: Iterable[str | os.PathLike]) -> tuple[list[Path], int]
         for found in sorted(path.rglob("*")):
             if not found.is_file() or any(part.startswith(".") for part in found.relative_to(path).parts):
                 continue
-            if found.suffix.lower() in IMAGE_EXTENSIONS:
+            if found.suffix.lower() in extensions:
                 files.append(found)
             else:
                 ignored += 1
@@ -124,6 +133,42 @@ def _rows(name: str, faces: list[dict] | str) -> list[dict[str, Any]]:
     ]
 
 
+def predict_video(
+    recognizer: FaceExpressionRecognizer,
+    path: str | os.PathLike,
+    *,
+    every: int = 1,
+    annotate: str | os.PathLike | None = None,
+    timeline: Timeline | None = None,
+    progress: Callable[[int], None] | None = None,
+    **options: Any,
+) -> Iterator[dict[str, Any]]:
+    """A video's rows as its frames are analysed (fer_hf.video.analyze_video; `options` go to it).
+
+    Each analysed frame gives one row per face (with its `track` and smoothed scores) or one "no face"
+    row. A video that cannot be read gives one "error" row naming it; one that stops being readable
+    keeps the rows of the frames before and ends with that error row. `timeline` gathers the faces
+    for the chart and the per-track summary.
+    """
+    name = str(path)
+    try:
+        for result in analyze_video(recognizer, path, every=every, annotate=annotate, progress=progress, **options):
+            if timeline is not None:
+                timeline.add(result)
+            where = {"frame": result.index, "time": round(result.time, 6)}
+            if not result.faces:
+                yield {**_empty_row(name), **where, "status": "no face"}
+            for row, face in zip(_rows(name, result.faces), result.faces):
+                yield {**row, **where, "track": face["track"]}
+    except VideoReadError as error:  # names the file and the reason
+        logger.warning("%s", error)
+        yield {**_empty_row(name), "status": "error", "error": str(error)}
+    except Exception as error:  # e.g. a full disk for the annotated video: the other files go on
+        message = f"Cannot label {name}: {type(error).__name__}: {error}"
+        logger.warning("%s", message)
+        yield {**_empty_row(name), "status": "error", "error": message}
+
+
 def _empty_row(name: str) -> dict[str, Any]:
     return {**dict.fromkeys(FIELDS, None), "file": name, "scores": {}}
 
@@ -133,9 +178,11 @@ def write_results(rows: Sequence[dict[str, Any]], output: str | os.PathLike | Te
     """Writes rows as CSV (one column per class, `p_<label>`) or, for a `.json` path, as JSON.
 
     The JSON file is `{"model", "labels", "summary", "rows"}` with each row's `scores` as an object.
+    The columns are VIDEO_FIELDS when a row is a video frame's, else FIELDS.
     """
+    fields = VIDEO_FIELDS if any("frame" in row for row in rows) else FIELDS
     if not isinstance(output, (str, os.PathLike)):
-        _write_csv(rows, output, labels)
+        _write_csv(rows, output, labels, fields)
         return
     path = Path(output)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -143,14 +190,16 @@ def write_results(rows: Sequence[dict[str, Any]], output: str | os.PathLike | Te
         if path.suffix.lower() == ".json":
             json.dump({"model": model, "labels": list(labels), "summary": summary, "rows": list(rows)}, handle, indent=2)
         else:
-            _write_csv(rows, handle, labels)
+            _write_csv(rows, handle, labels, fields)
 
 
-def _write_csv(rows: Sequence[dict[str, Any]], handle: TextIO, labels: Sequence[str]) -> None:
+def _write_csv(rows: Iterable[dict[str, Any]], handle: TextIO, labels: Sequence[str], fields: Sequence[str] = FIELDS,
+               header: bool = True) -> None:
     writer = csv.writer(handle, lineterminator="\n")
-    writer.writerow(FIELDS + [f"p_{label}" for label in labels])
+    if header:
+        writer.writerow(list(fields) + [f"p_{label}" for label in labels])
     for row in rows:
-        cells = [_cell(row[field]) for field in FIELDS]
+        cells = [_cell(row.get(field)) for field in fields]
         writer.writerow(cells + [_cell(row["scores"].get(label)) for label in labels])
 
 
@@ -161,7 +210,10 @@ def _cell(value: Any) -> Any:
 
 
 def predict_command(args) -> int:
-    """`python -m fer_hf predict` (arguments in fer_hf/__main__.py); 0 if every file was read, else 1 (2: no files)."""
+    """`python -m fer_hf predict` (arguments in fer_hf/__main__.py); 0 if every file was read, else 1 (2: no files).
+
+    CSV rows are written as they come, so a long video's rows are not all held; a JSON file is written at the end.
+    """
     from .hub import explain_hub_error, load_classifier
 
     if not logger.handlers:  # progress and the summary on stderr; other libraries' logging untouched
@@ -169,15 +221,16 @@ def predict_command(args) -> int:
         handler.setFormatter(logging.Formatter("%(message)s"))
         logger.addHandler(handler)
         logger.setLevel(logging.INFO)
-    if args.batch_size < 1:
-        print(f"error: --batch_size must be at least 1, got {args.batch_size}", file=sys.stderr)
+    every = getattr(args, "every", 1)
+    if args.batch_size < 1 or every < 1:
+        print(f"error: --batch_size and --every must be at least 1, got {args.batch_size} and {every}", file=sys.stderr)
         return 2
-    files, ignored = collect_images(args.paths)
+    files, ignored = collect_images(args.paths, IMAGE_EXTENSIONS | VIDEO_EXTENSIONS)
     if ignored:
-        logger.info("Ignored %d file(s) in the folders without an image extension (%s).", ignored,
-                    ", ".join(sorted(IMAGE_EXTENSIONS)))
+        logger.info("Ignored %d file(s) in the folders without an image or video extension (%s).", ignored,
+                    ", ".join(sorted(IMAGE_EXTENSIONS | VIDEO_EXTENSIONS)))
     if not files:
-        print(f"error: no image files in {', '.join(args.paths)}", file=sys.stderr)
+        print(f"error: no image files or videos in {', '.join(args.paths)}", file=sys.stderr)
         return 2
     try:
         model_name = find_model(args.model)
@@ -190,15 +243,18 @@ def predict_command(args) -> int:
                                           flip_tta=args.flip_tta)
     logger.info("Labelling %d file(s) with %s (labels: %s; runtime: %s; flip TTA: %s)", len(files), model_name,
                 ", ".join(recognizer.labels), recognizer.runtime.mode, "on" if recognizer.flip_tta else "off")
+    videos = [path for path in files if is_video(path)]
+    photos = [path for path in files if not is_video(path)]
 
     def progress(done: int, total: int) -> None:
         logger.info("  %d/%d files", done, total)
 
-    rows, summary = predict_files(recognizer, files, batch_size=args.batch_size, progress=progress)
-    if args.output:
-        write_results(rows, args.output, recognizer.labels, summary, model_name)
+    rows, summary = predict_files(recognizer, photos, batch_size=args.batch_size, progress=progress)
+    if not videos:
+        _write_all(args.output, rows, recognizer.labels, summary, model_name)
     else:
-        write_results(rows, sys.stdout, recognizer.labels)
+        summary = _predict_videos(recognizer, videos, rows, summary, args, model_name)
+    summary["files"] = len(files)
     logger.info(
         "%d file(s): %d face(s) in %d file(s), %d file(s) without a face, %d unreadable%s",
         summary["files"], summary["faces"], summary["files_with_faces"], summary["files_without_face"],
@@ -209,4 +265,80 @@ def predict_command(args) -> int:
     return 1 if summary["unreadable"] else 0
 
 
-__all__ = ["IMAGE_EXTENSIONS", "collect_images", "predict_files", "write_results"]
+def _write_all(output: str | None, rows, labels, summary, model_name) -> None:
+    if output:
+        write_results(rows, output, labels, summary, model_name)
+    else:
+        write_results(rows, sys.stdout, labels)
+
+
+def _predict_videos(recognizer, videos: list[Path], rows: list[dict[str, Any]], summary: dict[str, Any], args,
+                    model_name: str) -> dict[str, Any]:
+    """Labels the videos after the photos' rows, writing CSV rows as they come; returns the summary with the videos'."""
+    from tqdm.auto import tqdm
+
+    as_json = bool(args.output) and Path(args.output).suffix.lower() == ".json"
+    handle = sys.stdout
+    if args.output and not as_json:
+        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+        handle = open(args.output, "w", newline="", encoding="utf-8")
+    kept = list(rows) if as_json else []
+    if not as_json:
+        _write_csv(rows, handle, recognizer.labels, VIDEO_FIELDS)
+    summary = {**summary, "videos": len(videos), "frames": 0}
+    smoothing = getattr(args, "smoothing", None)
+    options = {"time_constant": DEFAULT_TIME_CONSTANT if smoothing is None else smoothing}
+    if smoothing == 0:  # each frame's own scores and label
+        options["hysteresis"] = 0.0
+    try:
+        for path in videos:
+            many = len(videos) > 1
+            annotate = _output_for(args.annotate, path, many) if getattr(args, "annotate", None) else None
+            timeline = Timeline(recognizer.labels) if getattr(args, "plot", None) else None
+            try:
+                total = probe(path).frames or None
+            except VideoReadError:
+                total = None  # predict_video reports it
+            with tqdm(total=total, unit="frame", desc=path.name, leave=False, mininterval=0.5) as bar:
+                video_rows = predict_video(recognizer, path, every=getattr(args, "every", 1), annotate=annotate,
+                                           timeline=timeline, progress=lambda done: bar.update(done - bar.n), **options)
+                faces = frames = 0
+                error = None
+                for row in video_rows:
+                    faces += row["status"] == "face"
+                    frames += row.get("frame") is not None and row["face"] in (None, 0)
+                    error = row if row["status"] == "error" else error
+                    if as_json:
+                        kept.append(row)
+                    else:
+                        _write_csv([row], handle, recognizer.labels, VIDEO_FIELDS, header=False)
+            summary["faces"] += faces
+            summary["frames"] += frames
+            summary["files_with_faces"] += faces > 0
+            summary["files_without_face"] += faces == 0 and error is None
+            if error is not None:
+                summary["unreadable"] += 1
+                summary["unreadable_files"] = [*summary["unreadable_files"], {"file": str(path), "error": error["error"]}]
+            if timeline is not None and frames:
+                chart = _output_for(args.plot, path, many)
+                timeline.plot(chart, title=f"{path.name}: expression over time")
+                logger.info("  %s: chart -> %s", path, chart)
+            if annotate and error is None:
+                logger.info("  %s: annotated video -> %s", path, annotate)
+            logger.info("  %s: %d frame(s) analysed, %d face(s)", path, frames, faces)
+    finally:
+        if handle is not sys.stdout:
+            handle.close()
+    if as_json:
+        write_results(kept, args.output, recognizer.labels, summary, model_name)
+    return summary
+
+
+def _output_for(template: str, video: Path, many: bool) -> Path:
+    """--annotate's or --plot's path for a video: the path itself for one video, NAME_<video name>.EXT for several."""
+    path = Path(template)
+    return path.with_name(f"{path.stem}_{video.stem}{path.suffix}") if many else path
+
+
+__all__ = ["FIELDS", "IMAGE_EXTENSIONS", "VIDEO_EXTENSIONS", "VIDEO_FIELDS", "collect_images", "predict_files",
+           "predict_video", "write_results"]

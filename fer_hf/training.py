@@ -39,6 +39,7 @@ from .hub import explain_hub_error, load_classifier, push_folder, write_model_ca
 from .image_processing_fer import FerImageProcessor
 from .inference import bf16_supported, cpu_name
 from .modeling_fer import FerCNNForImageClassification
+from .pipeline_fer import attach_face_pipeline
 
 logger = logging.getLogger(__name__)
 
@@ -412,6 +413,8 @@ class FerTrainer(Trainer):
 
     def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
         super().save_model(output_dir, _internal_call=True)  # no push as a side effect of saving
+        if self.is_world_process_zero():  # the face-aware pipeline travels with every saved model
+            attach_face_pipeline(output_dir or self.args.output_dir)
 
     def create_model_card(self, **kwargs) -> None:
         if self.is_world_process_zero():

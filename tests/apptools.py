@@ -16,12 +16,23 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import numpy as np
 from PIL import Image
 
 from fer_hf import FerCNNForImageClassification, FerConfig, FerImageProcessor
 
 ROOT = Path(__file__).resolve().parents[1]
 PHOTOS = Path(__file__).resolve().parent / "fixtures" / "photos"
+# Page script: counts the labelled frames the live tab draws (each a new <img> src in #overlay) in window.framesSeen.
+COUNT_FRAMES = """() => {
+  window.framesSeen = 0;
+  new MutationObserver(records => {
+    for (const r of records) {
+      if (r.type === 'attributes' && r.target.tagName === 'IMG') window.framesSeen++;
+      for (const node of r.addedNodes || []) if (node.tagName === 'IMG') window.framesSeen++;
+    }
+  }).observe(document.querySelector('#overlay'), {subtree: true, childList: true, attributes: true, attributeFilter: ['src']});
+}"""
 
 
 def save_tiny_model(folder: Path, labels: list[str] | None = None) -> Path:
@@ -97,11 +108,14 @@ def running_app(tmp: Path, model: Path, start_timeout: float = 120) -> Iterator[
 
 
 def write_y4m(path: Path, photos: list[Path], size: tuple[int, int] = (320, 240), fps: int = 10,
-              seconds_each: float = 1.0) -> Path:
+              seconds_each: float = 1.0, noise: int = 0, seed: int = 0) -> Path:
     """A YUV4MPEG2 clip showing each photo for `seconds_each`, for Chromium's fake capture device.
 
-    Each frame is the Y plane, then the Cb and Cr planes at half width and height (4:2:0).
+    Each frame is the Y plane, then the Cb and Cr planes at half width and height (4:2:0). With
+    `noise`, every frame's Y plane gets its own uniform noise of +-noise grey levels, as a real sensor's
+    frames differ: Gradio names an output by its content, so identical frames would not be redrawn.
     """
+    rng = np.random.default_rng(seed)
     width, height = size
     with open(path, "wb") as clip:
         clip.write(f"YUV4MPEG2 W{width} H{height} F{fps}:1 Ip A1:1 C420jpeg\n".encode())
@@ -113,8 +127,11 @@ def write_y4m(path: Path, photos: list[Path], size: tuple[int, int] = (320, 240)
                 canvas.paste(image, ((width - image.width) // 2, (height - image.height) // 2))
             y, cb, cr = canvas.convert("YCbCr").split()
             half = (width // 2, height // 2)
-            frame = b"FRAME\n" + y.tobytes() + cb.resize(half).tobytes() + cr.resize(half).tobytes()
-            clip.write(frame * round(fps * seconds_each))
+            chroma = cb.resize(half).tobytes() + cr.resize(half).tobytes()
+            luma = np.asarray(y, dtype=np.int16)
+            for _ in range(round(fps * seconds_each)):
+                noisy = np.clip(luma + rng.integers(-noise, noise + 1, luma.shape), 0, 255) if noise else luma
+                clip.write(b"FRAME\n" + noisy.astype(np.uint8).tobytes() + chroma)
     return path
 
 

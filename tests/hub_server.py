@@ -3,7 +3,8 @@
 No machine here reaches the real Hub, so tests point `HF_ENDPOINT` at this server. It speaks the part
 of the Hub HTTP protocol the official client uses (`../shared/docs/hub-protocol.md`): repos, ndjson
 commits, preupload, Git LFS batch upload, resolve (HEAD/GET with ETag and Range), tree, refs,
-paths-info and branches. Metadata lives in memory; file contents on disk, named by their SHA-256.
+paths-info and branches; for Spaces also their SDK, card data and variables (it builds and runs none).
+Metadata lives in memory; file contents on disk, named by their SHA-256.
 
 It binds 127.0.0.1 only, on two ephemeral ports: the Hub, and a stand-in CDN that takes LFS uploads
 and serves LFS downloads. Being another origin is what makes the client treat the Hub's 302 for an
@@ -29,9 +30,13 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlencode, urlsplit
 
+import yaml
+
 API_TYPES = {"models": "model", "datasets": "dataset", "spaces": "space"}  # /api/{T}/...
 URL_PREFIX = {"model": "", "dataset": "datasets/", "space": "spaces/"}  # file URLs
 INVALID_TOKEN = "Invalid credentials in Authorization header"  # exact text the client checks for
+SPACE_SDKS = ("gradio", "docker", "static", "streamlit")
+FRONT_MATTER = re.compile(r"\A---\s*\n(.*?)\n---\s*(\n|\Z)", re.DOTALL)  # a card's YAML block
 
 
 def git_blob_oid(data: bytes) -> str:
@@ -70,6 +75,8 @@ class _Repo:
     private: bool
     commits: dict[str, _Commit] = field(default_factory=dict)  # every commit stays readable by sha
     branches: dict[str, str] = field(default_factory=dict)  # branch -> newest commit sha
+    sdk: str | None = None  # a Space's
+    variables: dict[str, dict] = field(default_factory=dict)  # a Space's: key -> {value, description?, updatedAt}
 
 
 class _Request:
@@ -287,6 +294,16 @@ class LoopbackHub:
                 shas.append(parent)
             return shas
 
+    def repo_ids(self, repo_type: str | None = None) -> list[str]:
+        """Ids of the repos on the hub (only those of `repo_type` if given), sorted."""
+        with self._lock:
+            return sorted(repo_id for kind, repo_id in self._repos if repo_type in (None, kind))
+
+    def space_variables(self, repo_id: str) -> dict[str, str]:
+        """A Space's variables, key -> value: the environment the Spaces runtime would give its app."""
+        with self._lock:
+            return {key: item["value"] for key, item in self._repos[("space", repo_id)].variables.items()}
+
     def file_bytes(self, repo_id: str, path: str, revision: str = "main", *, repo_type: str = "model") -> bytes:
         """Content of `path` at `revision` (branch or commit sha)."""
         with self._lock:
@@ -401,11 +418,13 @@ class LoopbackHub:
         if namespace != req.user:
             raise HubError(403, f"You don't have the rights to create a repo under {namespace}")
         key = (body.get("type") or "model", f"{namespace}/{body['name']}")
+        if key[0] == "space" and body.get("sdk") not in SPACE_SDKS:
+            raise HubError(400, f"A Space needs an sdk, one of {', '.join(SPACE_SDKS)} (got {body.get('sdk')!r})")
         with self._lock:
             if key in self._repos:  # the client reads "url" from the 409 body when exist_ok=True
                 return _json({"error": "You already created this repo", "url": self._repo_url(self._repos[key])}, 409)
             private = bool(body.get("private")) or body.get("visibility") == "private"
-            repo = self._repos[key] = _Repo(key[0], key[1], private)
+            repo = self._repos[key] = _Repo(key[0], key[1], private, sdk=body.get("sdk"))
             self._add_commit(repo, "main", {})  # like the Hub: main exists from the start
         return _json({"url": self._repo_url(repo), "name": repo.repo_id})
 
@@ -416,9 +435,13 @@ class LoopbackHub:
             commit = self._resolve(repo, "/".join(rest[1:]) or "main")
             siblings = [{"rfilename": p, "size": f.size, "blobId": f.git_oid}
                         for p, f in sorted(commit.files.items())]
-            return _json({"id": repo.repo_id, "author": repo.repo_id.split("/")[0], "sha": commit.sha,
-                          "private": repo.private, "disabled": False, "gated": False, "tags": [],
-                          "lastModified": commit.date, "siblings": siblings})
+            info = {"id": repo.repo_id, "author": repo.repo_id.split("/")[0], "sha": commit.sha,
+                    "private": repo.private, "disabled": False, "gated": False, "tags": [],
+                    "lastModified": commit.date, "siblings": siblings}
+            if repo.repo_type == "space":  # as space_info reads it: the SDK, and the card's front matter
+                card = self._card_data(commit)
+                info.update(sdk=repo.sdk, cardData=card, models=(card or {}).get("models"))
+            return _json(info)
         if what == "tree" and len(rest) >= 2 and m == "GET":
             return self._tree(req, repo, rest[1], "/".join(rest[2:]).strip("/"))
         if what == "refs" and m == "GET":
@@ -454,9 +477,36 @@ class LoopbackHub:
                     raise HubError(409, f"Branch {branch} already exists")
                 repo.branches[branch] = self._resolve(repo, req.json().get("startingPoint") or "main").sha
             return _json({})
+        if what == "variables" and repo_type == "space" and len(rest) == 1 and m in ("GET", "POST", "DELETE"):
+            return self._variables(req, repo)
         if what in ("xet-write-token", "xet-read-token"):
             raise HubError(501, "LoopbackHub does not speak Xet: use lfs_threshold=None or HF_HUB_DISABLE_XET=1")
         raise HubError(404, f"LoopbackHub has no route for {m} {req.raw_path}")
+
+    def _variables(self, req: _Request, repo: _Repo):
+        """A Space's variables: GET lists them, POST {key, value, description?} sets one, DELETE {key} removes one."""
+        with self._lock:
+            if req.method == "POST":
+                body = req.json()
+                if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", str(body.get("key", ""))) or "value" not in body:
+                    raise HubError(400, f"a variable needs a key (a name of letters, digits and _) and a value: {body}")
+                item = {"value": str(body["value"]), "updatedAt": time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime())}
+                if body.get("description") is not None:
+                    item["description"] = body["description"]
+                repo.variables[body["key"]] = item
+            elif req.method == "DELETE":
+                repo.variables.pop(req.json().get("key"), None)
+            return _json(dict(repo.variables))
+
+    def _card_data(self, commit: _Commit) -> dict | None:
+        """The YAML front matter of README.md at `commit` (None without a card or front matter)."""
+        card = commit.files.get("README.md")
+        match = card and FRONT_MATTER.match((self.blob_dir / card.sha256).read_text(errors="replace"))
+        try:
+            data = yaml.safe_load(match.group(1)) if match else None
+        except yaml.YAMLError:  # the real Hub refuses such a card at commit time; here it only has no data
+            return None
+        return data if isinstance(data, dict) else None
 
     def _tree(self, req: _Request, repo: _Repo, revision: str, path: str):
         commit = self._resolve(repo, revision)

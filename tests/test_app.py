@@ -1,4 +1,4 @@
-"""The demo's handlers (app.py) called directly, and `python -m fer_hf predict`.
+"""The demo's handlers (app.py) called directly, on photos, webcam frames and video files, and `python -m fer_hf predict`.
 
 The models are random "tiny" FER CNNs: their labels are arbitrary, so the tests check the shape of
 the answers (every face, the model's own label set, messages), not which expression wins.
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -21,6 +22,7 @@ from fer_hf.hub import find_model, load_classifier
 from fer_hf.predict import collect_images
 from tests.apptools import PHOTOS, png_header_only, save_tiny_model
 from tests.conftest import run_python
+from tests.videotools import read_video, still_frames, write_video
 
 GROUP = PHOTOS / "happy_three_women.jpg"  # three faces
 ONE = PHOTOS / "happy_man.jpg"  # one face, box about (80, 14, 160, 122) in 320x201
@@ -250,7 +252,7 @@ def test_a_two_label_model_works_unchanged(tmp_path):
     assert {face["label"] for face in result["faces"]} <= {"happy", "sad"}
     assert two.face_picker(result)[0]["choices"][0][0].split()[1] in ("happy", "sad")
     frame = np.asarray(Image.open(ONE).convert("RGB"))
-    image, live_scores, live_status = two.live(frame)
+    image, live_scores, live_status, _ = two.live(frame)
     check_scores(live_scores, ["happy", "sad"])
 
 
@@ -270,13 +272,18 @@ def test_a_vit_saved_to_a_folder_works_unchanged(tmp_path):
 
 def test_live_frames(demo):
     frame = np.asarray(Image.open(GROUP).convert("RGB").resize((320, 240)))
-    image, scores, status = demo.live(frame)
+    image, scores, status, tracker = demo.live(frame)
     assert isinstance(image, Image.Image) and image.size == (640, 480)
     check_scores(scores, FER2013_LABELS)
     assert status.startswith("3 faces (") and status.endswith(" ms)")
-    image, scores, status = demo.live(np.zeros((240, 320, 3), np.uint8))
+    assert sorted(track.id for track in tracker.tracks) == [1, 2, 3]
+    # The same viewer's next frame: the same faces keep their tracks.
+    _, _, _, again = demo.live(frame, tracker)
+    assert again is tracker and sorted(track.id for track in tracker.tracks) == [1, 2, 3]
+    assert all(track.frames == 2 for track in tracker.tracks)
+    image, scores, status, _ = demo.live(np.zeros((240, 320, 3), np.uint8))
     assert scores is None and status.startswith("No face in view")
-    assert demo.live(None) == (None, None, "")
+    assert demo.live(None)[:3] == (None, None, "")
 
 
 def test_live_frames_are_searched_at_the_stream_side(demo):
@@ -290,7 +297,7 @@ def test_live_frames_are_searched_at_the_stream_side(demo):
     happy_sad = make_demo(app.ROOT / "models" / "happy-sad-cnn")  # a real model, for real labels
     for path, label in ((ONE, "happy"), (PHOTOS / "sad_man.jpg", "sad")):
         frame = np.asarray(ImageOps.fit(Image.open(path).convert("RGB"), (640, 480)))  # as a webcam frames a face
-        image, scores, status = happy_sad.live(frame)
+        image, scores, status, _ = happy_sad.live(frame)
         assert image.size == (640, 480) and status.startswith("1 face (")
         assert max(scores, key=scores.get) == label
         (stream_face,), (photo_face,) = happy_sad.stream(frame), happy_sad.recognizer(frame)
@@ -306,6 +313,8 @@ def test_the_blocks_stream_and_examples_settings(fer_model, tmp_path, monkeypatc
     assert (stream.stream_every, stream.time_limit, stream.concurrency_limit) == (
         app.STREAM_EVERY, app.STREAM_TIME_LIMIT, app.STREAM_CONCURRENCY)
     assert 0 < app.STREAM_TIME_LIMIT <= 120 and app.STREAM_CONCURRENCY >= 1
+    video = next(fn for fn in demo.fns.values() if fn.name == "label_video")
+    assert video.concurrency_limit == app.VIDEO_CONCURRENCY == 1  # one video job cannot take every core
     photo = next(fn for fn in demo.fns.values() if fn.name == "analyze")
     assert photo.preprocess is False  # the handler reads uploads itself, with clear messages
     assert app.EXAMPLES and all(path.stat().st_size < 100_000 for path in app.EXAMPLES)
@@ -313,6 +322,70 @@ def test_the_blocks_stream_and_examples_settings(fer_model, tmp_path, monkeypatc
     header = next(block.value for block in demo.blocks.values()
                   if type(block).__name__ == "Markdown" and "Facial expressions" in str(block.value))
     assert f"Model `{fer_model.name}`" in header and str(fer_model.parent) not in header
+
+
+# --- video files --------------------------------------------------------------------------------
+
+
+def test_a_video_gives_the_annotated_video_chart_summary_and_csv(demo, tmp_path):
+    clip = write_video(tmp_path / "smile.mp4", still_frames(ONE, 12), fps=10)
+    annotated, chart, summary, table, status = demo.label_video(str(clip))
+    assert "12 frames" in status and "smile.mp4" in status and "1 face track" in status, status
+    written = read_video(Path(annotated))
+    assert written["frames"] == 12 and written["size"] == (320, 200)
+    with Image.open(chart) as image:
+        assert image.format == "PNG" and image.width > 300
+    labels = list(demo.recognizer.labels)
+    assert list(summary.columns) == ["track", "from (s)", "to (s)", "dominant", *(f"{label} %" for label in labels)]
+    (track,) = summary.itertuples(index=False)
+    assert track[0] == 1 and track[1] == 0 and track[2] == pytest.approx(1.1) and track[3] in labels
+    assert sum(track[4:]) == pytest.approx(100, abs=0.5) and track[4 + labels.index(track[3])] == max(track[4:])
+    with open(table, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [int(row["frame"]) for row in rows] == list(range(12)) and {row["track"] for row in rows} == {"1"}
+    assert {f"p_{label}" for label in labels} <= set(rows[0]) and float(rows[-1]["time"]) == pytest.approx(1.1)
+    assert Path(annotated).parent == Path(chart).parent == Path(table).parent  # one folder per video
+
+
+def test_a_video_without_a_face_says_so(demo, tmp_path):
+    clip = write_video(tmp_path / "wall.mp4", (np.full((120, 160, 3), 90, np.uint8) for _ in range(5)), fps=5)
+    annotated, chart, summary, table, status = demo.label_video(str(clip))
+    assert "5 frames" in status and "no face found" in status, status
+    assert summary.empty and Path(annotated).is_file() and Path(chart).is_file() and Path(table).is_file()
+
+
+def _text(folder):
+    (folder / "notes.mp4").write_text("not a video at all")
+    return folder / "notes.mp4"
+
+
+def _cut(folder):
+    whole = write_video(folder / "whole.mp4", still_frames(ONE, 20), fps=10)
+    (folder / "cut.mp4").write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
+    return folder / "cut.mp4"
+
+
+def _no_frames(folder):
+    return write_video(folder / "empty.mp4", [], fps=10)
+
+
+@pytest.mark.parametrize("make, reason", [(_text, "not a video"), (_cut, "truncated"), (_no_frames, "no video")])
+def test_bad_videos_give_a_message_naming_the_file(demo, tmp_path, make, reason):
+    bad = make(tmp_path)
+    *outputs, status = demo.label_video(str(bad))
+    assert outputs == [None] * 4
+    assert f"Could not use {bad.name}" in status and reason in status and str(tmp_path) not in status, status
+
+
+def test_the_video_limits_are_checked_before_any_work(demo, tmp_path, monkeypatch):
+    clip = write_video(tmp_path / "long.mp4", still_frames(ONE, 20), fps=10)
+    monkeypatch.setattr(app, "MAX_VIDEO_SECONDS", 1)
+    *outputs, status = demo.label_video(str(clip))
+    assert outputs == [None] * 4 and "long.mp4" in status and "lasts 2 s; the limit is 1 s" in status, status
+    monkeypatch.setattr(app, "MAX_FILE_MB", 0)
+    *outputs, status = demo.label_video(str(clip))
+    assert outputs == [None] * 4 and "the limit is 0 MB" in status, status
+    assert demo.label_video(None)[-1].startswith("Upload a video (at most")
 
 
 def test_model_display_name(fer_model):

@@ -2,8 +2,9 @@
 
 `python app.py` runs in a subprocess on 127.0.0.1 with a random "tiny" FER CNN, whose labels are
 arbitrary: the tests check that a label of the model's label set and a score appear, not which.
-The webcam is Chromium's fake capture device playing a clip made from the fixture photos.
-Set FER_HF_SCREENSHOTS=DIR to keep screenshots of the photo result and the webcam stream.
+The webcam is Chromium's fake capture device playing a 640x480 clip made from the fixture photos, each frame
+with its own noise as a real camera's; the Video tab gets an mp4 made from them with PyAV.
+Set FER_HF_SCREENSHOTS=DIR to keep screenshots of the photo result, the webcam stream and the video result.
 """
 
 from __future__ import annotations
@@ -17,14 +18,16 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+from urllib.parse import urljoin
 
 import httpx
 import pytest
 from PIL import Image
 
 from fer_hf import FER2013_LABELS
-from tests.apptools import PHOTOS, running_app, save_tiny_model, write_y4m
+from tests.apptools import COUNT_FRAMES, PHOTOS, running_app, save_tiny_model, write_y4m
 from tests.conftest import ROOT
+from tests.videotools import still_frames, write_video
 
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 # CI sets this, so that a missing browser fails the run instead of skipping the tests.
@@ -32,6 +35,9 @@ REQUIRED = os.environ.get("FER_HF_REQUIRE_BROWSER_TESTS") == "1"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--disable-sync", "--no-first-run"]
 SCORE = re.compile(r"\b(\d{1,3})%")
+# Frames/s the page must at least draw from the webcam stream: a loose floor for slow or busy machines
+# (benchmarks/bench_live.py measures the figure).
+MIN_LIVE_FPS = 4
 
 try:
     from playwright.sync_api import sync_playwright
@@ -55,7 +61,8 @@ def server(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def browser(tmp_path_factory):
-    clip = write_y4m(tmp_path_factory.mktemp("webcam") / "faces.y4m", sorted(PHOTOS.glob("*.jpg")))
+    clip = write_y4m(tmp_path_factory.mktemp("webcam") / "faces.y4m", sorted(PHOTOS.glob("*.jpg")), size=(640, 480),
+                     fps=30, noise=3)
     args = CHROMIUM_ARGS + ["--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
                             f"--use-file-for-fake-video-capture={clip}"]
     with sync_playwright() as playwright:
@@ -178,6 +185,44 @@ def test_webcam_stream_updates_the_overlay(page):
     assert any(re.search(r"\d faces? \(\d+ ms\)", status) for status in statuses), statuses
     assert labels - {None} and labels - {None} <= set(FER2013_LABELS), labels
     screenshot(page, "webcam.png")
+
+    # The frames the page draws: each carries its own camera noise, so each is a new <img> src.
+    page.evaluate(COUNT_FRAMES)
+    started = time.monotonic()
+    time.sleep(5)
+    fps = page.evaluate("window.framesSeen") / (time.monotonic() - started)
+    assert fps >= MIN_LIVE_FPS, f"the page drew {fps:.1f} labelled frames/s"
+
+
+def test_video_upload_gives_the_annotated_video_chart_summary_and_csv(page, tmp_path):
+    frames = [*still_frames(PHOTOS / "happy_man.jpg", 10, size=(320, 200)),
+              *still_frames(PHOTOS / "sad_man.jpg", 10, size=(320, 200))]
+    clip = write_video(tmp_path / "two_men.mp4", frames, fps=10)
+    page.get_by_role("tab", name="Video").click()
+    assert "at most 20 MB and 5 minutes" in page.locator("body").inner_text()
+    page.locator("#video-upload input[type=file]").set_input_files(str(clip))
+    status = wait_for_text(page, "#video-status", "Labelled")
+    assert "20 frames" in status and "two_men.mp4" in status, status
+    table = page.locator("#video-summary").inner_text()
+    assert "dominant" in table and any(f"{label} %" in table for label in FER2013_LABELS), table
+    page.locator("#video-annotated video").wait_for()
+    assert page.locator("#video-annotated video").get_attribute("src").endswith("two_men_labelled.mp4")
+    assert page.locator("#video-chart img").get_attribute("src")
+    assert "two_men\n.csv" in page.locator("#video-csv").inner_text()  # the name, its extension on a line of its own
+    href = page.locator("#video-csv a[href]").first.get_attribute("href")
+    rows = httpx.get(urljoin(page.url, href), timeout=30).text.splitlines()
+    assert rows[0].startswith("file,") and "frame" in rows[0] and len(rows) >= 21
+    screenshot(page, "video.png")
+
+
+def test_a_bad_video_gets_a_message_naming_it(page, tmp_path):
+    page.get_by_role("tab", name="Video").click()
+    bad = tmp_path / "holiday.mp4"
+    bad.write_text("not a video")
+    page.locator("#video-upload input[type=file]").set_input_files(str(bad))
+    status = wait_for_text(page, "#video-status", "Could not use")
+    assert "holiday.mp4" in status and "not a video" in status, status
+    assert "Traceback" not in page.locator("body").inner_text()
 
 
 def test_serves_no_file_outside_its_own_assets(server):

