@@ -17,19 +17,28 @@ import sys
 from transformers.hf_argparser import string_to_bool
 
 
+def _load_model(args: argparse.Namespace):
+    """`(model, processor)` of `--model` at `--revision`, or None after printing why it cannot be loaded."""
+    from fer_hf.hub import explain_hub_error, load_classifier
+
+    try:
+        return load_classifier(args.model, revision=args.revision)
+    except Exception as error:  # a wrong folder, repo id or revision; no network and nothing cached
+        print(f"error: cannot load {args.model}: {explain_hub_error(error)}", file=sys.stderr)
+        return None
+
+
 def evaluate_command(args: argparse.Namespace) -> int:
     from datasets import DatasetDict
 
     from fer_hf.data import crop_faces, load_fer_dataset, select_labels
     from fer_hf.evaluation import evaluate_on_dataset
     from fer_hf.faces import face_crop_margin
-    from fer_hf.hub import explain_hub_error, load_classifier
 
-    try:
-        model, processor = load_classifier(args.model, revision=args.revision)
-    except Exception as error:  # a wrong folder, repo id or revision; no network and nothing cached
-        print(f"error: cannot load {args.model}: {explain_hub_error(error)}", file=sys.stderr)
+    loaded = _load_model(args)
+    if loaded is None:
         return 1
+    model, processor = loaded
     dataset = load_fer_dataset(args.dataset_name, seed=args.seed)
     if args.labels:
         dataset = select_labels(dataset, args.labels)
@@ -98,13 +107,11 @@ def push_space_command(args: argparse.Namespace) -> int:
 
 def export_command(args: argparse.Namespace) -> int:
     from fer_hf.export import export_model
-    from fer_hf.hub import explain_hub_error, load_classifier
 
-    try:
-        model, processor = load_classifier(args.model, revision=args.revision)
-    except Exception as error:  # a wrong folder, repo id or revision; no network and nothing cached
-        print(f"error: cannot load {args.model}: {explain_hub_error(error)}", file=sys.stderr)
+    loaded = _load_model(args)
+    if loaded is None:
         return 1
+    model, processor = loaded
     try:
         written = export_model(model, processor, args.output_dir, int8=args.int8)
     except ValueError as error:  # a model torch.export cannot trace, or int8 of a model that is not a FER CNN
