@@ -66,8 +66,9 @@ def peer_python(venv: Path) -> Path:
 
 def run_peer(python: Path, video: Path, folder: Path) -> dict:
     out = folder / f"peer{time.monotonic_ns()}"
+    # In the run's temporary folder: the peer's Video.analyze also writes a data.csv into its working directory.
     result = subprocess.run([str(python), "-c", PEER_SCRIPT, str(video), str(out)], capture_output=True, text=True,
-                            env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"})
+                            env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"}, cwd=folder)
     if result.returncode != 0:
         raise RuntimeError(f"the peer failed:\n{result.stderr[-3000:]}")
     found = json.loads(result.stdout.strip().splitlines()[-1])
