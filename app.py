@@ -33,7 +33,7 @@ from gradio.utils import get_upload_folder
 from PIL import Image, ImageDraw, ImageFont
 from transformers.hf_argparser import string_to_bool
 
-from fer_hf.faces import FaceDetector, FaceExpressionRecognizer
+from fer_hf.faces import FaceDetector, FaceExpressionRecognizer, draw_captioned_box
 from fer_hf.hub import explain_hub_error, find_model, load_classifier
 from fer_hf.images import load_image
 from fer_hf.predict import predict_video, write_results
@@ -132,17 +132,10 @@ def draw_faces(image: Image.Image, faces: list[dict], selected: int = 0, size: t
     # The selected face last, so that its caption is on top of any overlapping one.
     for index in sorted(range(len(faces)), key=lambda i: i == selected):
         face = faces[index]
-        x0, y0, x1, y1 = (round(value * scale) for value in face["box"])
-        colour = SELECTED if index == selected else OTHER
-        draw.rectangle((x0, y0, x1 - 1, y1 - 1), outline=colour, width=line * (2 if index == selected else 1))
         number = f"#{face['track']}" if "track" in face else str(index + 1)
-        caption = f"{number} {face['label']} {face['score']:.0%}"
-        left, top, right, bottom = draw.textbbox((0, 0), caption, font=font)
-        text_w, text_h = right - left + 2 * line, bottom - top + 2 * line
-        # Above the box when there is room, else inside its top edge.
-        tx, ty = min(x0, shown.width - text_w), y0 - text_h if y0 >= text_h else y0
-        draw.rectangle((tx, ty, tx + text_w, ty + text_h), fill=colour)
-        draw.text((tx + line - left, ty + line - top), caption, fill="black", font=font)
+        draw_captioned_box(draw, tuple(round(value * scale) for value in face["box"]),
+                           f"{number} {face['label']} {face['score']:.0%}", SELECTED if index == selected else OTHER,
+                           font=font, line=line, outline=line * (2 if index == selected else 1))
     return shown
 
 

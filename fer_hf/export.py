@@ -105,7 +105,7 @@ def quantize_int8(model: Any, fp32: Any, image_processor: Any) -> Any:
     import onnx
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 
-    from .inference import ACTIVATION_RANGE_SIGMAS, FerPixels, _is_fer_cnn
+    from .inference import FerPixels, _is_fer_cnn, activation_range
 
     pixels = FerPixels.from_processor(image_processor)
     if not _is_fer_cnn(model) or pixels is None:
@@ -118,9 +118,7 @@ def quantize_int8(model: Any, fp32: Any, image_processor: Any) -> Any:
     low, high = (0 - pixels.mean) / pixels.std, (255 * pixels.rescale_factor - pixels.mean) / pixels.std
     overrides = {INPUT_NAME: [{"rmin": np.float32(low), "rmax": np.float32(high)}]}
     for relu, unit in zip(relus, units):
-        norm = unit.normalization
-        top = float((norm.bias + ACTIVATION_RANGE_SIGMAS * norm.weight.abs()).detach().max().clamp(min=1e-3))
-        overrides[relu] = [{"rmin": np.float32(0.0), "rmax": np.float32(top)}]
+        overrides[relu] = [{"rmin": np.float32(0.0), "rmax": np.float32(activation_range(unit.normalization))}]
 
     class OneBatch(CalibrationDataReader):  # every quantized tensor's range is set above: the values do not matter
         def __init__(self):

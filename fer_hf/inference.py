@@ -286,6 +286,11 @@ class FerPixels:
         return scale, zero_point, (self.mean / self.rescale_factor - zero_point) * scale
 
 
+def activation_range(norm: nn.BatchNorm2d, sigmas: float = ACTIVATION_RANGE_SIGMAS) -> float:
+    """The top of a conv + batch norm + ReLU unit's output range: its channels' largest beta + sigmas * |gamma|."""
+    return float((norm.bias + sigmas * norm.weight.abs()).detach().max().clamp(min=1e-3))
+
+
 class Int8FerCNN(nn.Module):
     """A FER CNN in int8: each conv + batch norm + ReLU unit is one quantized ConvReLU2d.
 
@@ -319,7 +324,7 @@ class Int8FerCNN(nn.Module):
                 unit = ConvReLU2d(conv.in_channels, conv.out_channels, conv.kernel_size, stride=conv.stride,
                                   padding=conv.padding, dilation=conv.dilation, groups=conv.groups)
                 unit.set_weight_bias(_quantize_per_channel(weight), bias)
-                unit.scale = float((norm.bias + sigmas * norm.weight.abs()).detach().max().clamp(min=1e-3)) / 255
+                unit.scale = activation_range(norm, sigmas) / 255
                 unit.zero_point = 0  # after ReLU: 0..range
                 units.append(unit)
             stages.append(nn.Sequential(*units, stage.pooler))  # max pooling runs on uint8 as it is
@@ -403,5 +408,5 @@ def _device(model: Any) -> torch.device:
     return getattr(model, "device", torch.device("cpu"))
 
 
-__all__ = ["ACTIVATION_RANGE_SIGMAS", "MODES", "FerPixels", "InferenceRunner", "Int8FerCNN", "bf16_supported",
+__all__ = ["ACTIVATION_RANGE_SIGMAS", "MODES", "activation_range", "FerPixels", "InferenceRunner", "Int8FerCNN", "bf16_supported",
            "default_mode"]

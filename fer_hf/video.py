@@ -28,7 +28,7 @@ import av
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from .faces import Box, FaceDetector, crop_face
+from .faces import Box, FaceDetector, crop_face, draw_captioned_box
 from .tracking import DEFAULT_HYSTERESIS, DEFAULT_MAX_AGE, DEFAULT_TIME_CONSTANT, FaceTracker
 
 VIDEO_EXTENSIONS = frozenset(
@@ -226,20 +226,13 @@ def _flush(recognizer, tracker, pending, writer, shown) -> Iterator[FrameResult]
     for index, time, frame, found in pending:
         if found is not None:
             boxes, _, scale, size = found
-            faces = [_face(recognizer.labels, _full_size(box, scale, size), next(probabilities)) for box in boxes]
+            faces = [recognizer.face_result(*_full_size(box, scale, size), next(probabilities)) for box in boxes]
             faces = tracker.update(faces, time)
             shown[:] = faces
             yield FrameResult(index, time, faces)
         if writer is not None:
             writer.write(frame, shown)
     pending.clear()
-
-
-def _face(labels: list[str], box: tuple[int, int, int, int], probabilities: np.ndarray) -> dict[str, Any]:
-    """A face as FaceExpressionRecognizer gives it: box, label, score, scores, detection_score."""
-    best = int(np.argmax(probabilities))
-    return {"box": box[:4], "label": labels[best], "score": float(probabilities[best]),
-            "scores": {label: float(p) for label, p in zip(labels, probabilities)}, "detection_score": box[4]}
 
 
 def _analysis_copy(frame: av.VideoFrame, max_side: int | None) -> tuple[Image.Image, float, tuple[int, int]]:
@@ -258,10 +251,10 @@ def _upright(pixels: np.ndarray, rotation: int) -> Image.Image:
     return Image.fromarray(np.ascontiguousarray(np.rot90(pixels, turns)) if turns else pixels)
 
 
-def _full_size(box: Box, scale: float, size: tuple[int, int]) -> tuple[int, int, int, int, float]:
-    """A box found on the reduced copy, in the upright frame's own pixels (clipped to it), with its score."""
+def _full_size(box: Box, scale: float, size: tuple[int, int]) -> tuple[tuple[int, int, int, int], float]:
+    """A box found on the reduced copy, in the upright frame's own pixels (clipped to it), and its score."""
     x0, y0, x1, y1 = (round(v * scale) for v in box.as_tuple())
-    return max(0, x0), max(0, y0), min(size[0], x1), min(size[1], y1), box.score
+    return (max(0, x0), max(0, y0), min(size[0], x1), min(size[1], y1)), box.score
 
 
 class _AnnotatedWriter:
@@ -344,15 +337,9 @@ class _AnnotatedWriter:
     def _draw(self, image: Image.Image, faces: list[dict[str, Any]]) -> None:
         draw = ImageDraw.Draw(image)
         for face in faces:
-            x0, y0, x1, y1 = face["box"]
-            colour = _COLOURS[(face.get("track", 1) - 1) % len(_COLOURS)]
-            draw.rectangle((x0, y0, x1 - 1, y1 - 1), outline=colour, width=self.line)
             caption = f"{face.get('track', '')} {face['label']} {face['score']:.0%}".strip()
-            left, top, right, bottom = draw.textbbox((0, 0), caption, font=self.font)
-            text_w, text_h = right - left + 2 * self.line, bottom - top + 2 * self.line
-            tx, ty = min(x0, image.width - text_w), y0 - text_h if y0 >= text_h else y0
-            draw.rectangle((tx, ty, tx + text_w, ty + text_h), fill=colour)
-            draw.text((tx + self.line - left, ty + self.line - top), caption, fill="white", font=self.font)
+            draw_captioned_box(draw, face["box"], caption, _COLOURS[(face.get("track", 1) - 1) % len(_COLOURS)],
+                               font=self.font, line=self.line, text_colour="white")
 
 
 class Timeline:
