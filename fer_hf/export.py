@@ -143,8 +143,8 @@ def quantize_int8(model: Any, fp32: Any, image_processor: Any) -> Any:
 def export_model(model: Any, image_processor: Any, output_dir: str | Path, *, int8: bool = False) -> list[Path]:
     """Writes `onnx/model.onnx` (and with `int8`, `onnx/model_quantized.onnx`) into `output_dir`.
 
-    When `output_dir` is not the model's own folder, the model (safetensors, config, code files) and its
-    processor are saved there too, so that it is a complete model folder.
+    When `output_dir` is not the model's own folder, the model (safetensors, config, code files, the face
+    pipeline) and its processor are saved there too, so that it is a complete model folder.
 
     Returns:
         The ONNX files written.
@@ -154,8 +154,11 @@ def export_model(model: Any, image_processor: Any, output_dir: str | Path, *, in
     folder = Path(output_dir)
     source = Path(str(getattr(model, "name_or_path", "") or ""))
     if not (source.is_dir() and source.resolve() == folder.resolve()):
+        from .pipeline_fer import attach_face_pipeline
+
         model.save_pretrained(folder)
         image_processor.save_pretrained(folder)
+        attach_face_pipeline(folder)  # the saved config names the pipeline; its code must come along
     fp32 = export_fp32(model)
     protos = {ONNX_FILE: fp32}
     if int8:

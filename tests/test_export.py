@@ -106,6 +106,7 @@ def test_export_command_writes_a_loadable_folder(tmp_path, capsys):
     assert f"Wrote {output / ONNX_INT8_FILE}" in capsys.readouterr().out
     model, processor = load_classifier(output)  # a complete model folder: weights, config, code, processor
     assert json.loads((output / "config.json").read_text())["auto_map"]
+    assert (output / "pipeline_fer.py").is_file()  # the config's custom_pipelines entry names it
     session = onnx_session(output / ONNX_FILE, threads=1)
     assert [(i.name, i.shape[1:]) for i in session.get_inputs()] == [("pixel_values", [1, 48, 48])]
     assert [o.name for o in session.get_outputs()] == ["logits"]
