@@ -1,9 +1,11 @@
 """fer-hf demo: the expression of every face in a photo, live from a webcam, or through a video file.
 
-    python app.py [--model FOLDER_OR_HUB_ID] [--revision REV] [--flip_tta {true,false}] [--host 127.0.0.1] [--port 7860] [--share]
+    python app.py [--model FOLDER_OR_HUB_ID] [--revision REV] [--flip_tta {true,false}] [--labels happy sad]
+                  [--host 127.0.0.1] [--port 7860] [--share]
 
 The model (also FER_HF_MODEL=...) defaults to the bundled models/fer2013-cnn, else another folder in
-models/; a Hub model's revision may be pinned (also FER_HF_REVISION=...). It is loaded once; faces are
+models/; a Hub model's revision may be pinned (also FER_HF_REVISION=...). `--labels happy sad` shows only
+those classes, their scores renormalised: the 7-class model's happy-vs-sad view. It is loaded once; faces are
 found with fer_hf.faces and each is boxed and captioned. As a Space (`python -m fer_hf push-space`), the
 Space's variables FER_HF_MODEL and FER_HF_REVISION name the model, and Gradio's GRADIO_SERVER_NAME and
 GRADIO_SERVER_PORT, which Spaces set, the address.
@@ -348,15 +350,20 @@ class FaceDemo:
 
 
 def build_demo(model_name: str, flip_tta: bool = True, revision: str | None = None,
-               stream_every: float = STREAM_EVERY) -> gr.Blocks:
+               stream_every: float = STREAM_EVERY, labels: list[str] | None = None) -> gr.Blocks:
     """Loads the model once and lays out the Photo, Live webcam and Video tabs.
 
     Args:
         model_name: Model folder or Hub repo id.
         flip_tta: Average each face's scores with its mirror image's (FaceExpressionRecognizer's
-            flip_tta): more accurate, and about half the faces per second (benchmarks/results/inference.md).
+            flip_tta; only the faces it is unsure of): more accurate (benchmarks/results/mirror_margin.md).
         revision: Hub revision (branch, tag or commit) of a repo id; None: main.
         stream_every: Seconds between the webcam frames the browser sends.
+        labels: Show only these of the model's classes, their scores renormalised (FaceExpressionRecognizer's
+            labels), e.g. ["happy", "sad"]; None: all of them.
+
+    Raises:
+        ValueError: `labels` names a class the model does not have.
     """
     # Gradio names its example cache folder after a component id, not the model: a shared
     # .gradio/cached_examples would show the previous model's results after --model changes.
@@ -365,13 +372,16 @@ def build_demo(model_name: str, flip_tta: bool = True, revision: str | None = No
         atexit.register(shutil.rmtree, cache, ignore_errors=True)
     model, image_processor = load_classifier(model_name, revision=revision)
     # Annotated photos go to Gradio's cache as files written race-free (save_shown), not as PIL images.
-    handlers = FaceDemo(FaceExpressionRecognizer(model, image_processor, flip_tta=flip_tta), cache_dir=get_upload_folder())
-    labels = ", ".join(handlers.recognizer.labels)
+    recognizer = FaceExpressionRecognizer(model, image_processor, flip_tta=flip_tta, labels=labels)
+    handlers = FaceDemo(recognizer, cache_dir=get_upload_folder())
+    shown = ", ".join(recognizer.labels)
+    if labels is not None:
+        shown += f" (of its {len(recognizer.model_labels)} classes, scores renormalised)"
 
     with gr.Blocks(title="fer-hf: facial expressions", analytics_enabled=False, delete_cache=(3600, 3600)) as demo:
-        mirror = "each face averaged with its mirror image" if flip_tta else "one view per face"
+        mirror = "unsure faces averaged with their mirror image" if flip_tta else "one view per face"
         pinned = f" at `{revision}`" if revision else ""
-        gr.Markdown(f"# Facial expressions\nModel `{model_display_name(model_name)}`{pinned} · labels: {labels} · {mirror}")
+        gr.Markdown(f"# Facial expressions\nModel `{model_display_name(model_name)}`{pinned} · labels: {shown} · {mirror}")
         with gr.Tab("Photo"):
             with gr.Row():
                 with gr.Column() as left:
@@ -440,6 +450,8 @@ if __name__ == "__main__":
                         help="Hub revision of a repo id: branch, tag or commit (default: $FER_HF_REVISION, else main)")
     parser.add_argument("--flip_tta", type=string_to_bool, nargs="?", const=True, default=True, metavar="{true,false}",
                         help="average each face's scores with its mirror image's (default: true; false: faster)")
+    parser.add_argument("--labels", nargs="+", default=None, metavar="LABEL",
+                        help="show only these classes, their scores renormalised (e.g. happy sad; default: all)")
     parser.add_argument("--host", default=None, help="0.0.0.0 to serve other machines (default: $GRADIO_SERVER_NAME, else 127.0.0.1)")
     parser.add_argument("--port", type=int, default=None, help="default: $GRADIO_SERVER_PORT, else 7860 or the next free port")
     parser.add_argument("--share", action="store_true", help="also open a public *.gradio.live link")
@@ -448,7 +460,8 @@ if __name__ == "__main__":
     args = parser.parse_args()
     try:
         model_name = find_model(args.model, ROOT)
-        demo = build_demo(model_name, flip_tta=args.flip_tta, revision=args.revision, stream_every=args.stream_every)
+        demo = build_demo(model_name, flip_tta=args.flip_tta, revision=args.revision, stream_every=args.stream_every,
+                          labels=args.labels)
     except Exception as error:  # no model, a wrong folder or repo id, no network and nothing cached
         raise SystemExit(f"Cannot start the demo: {explain_hub_error(error)}") from None
     # No allowed_paths: Gradio then serves only its static files, the uploads and its own cache.

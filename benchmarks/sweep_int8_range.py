@@ -25,7 +25,7 @@ from fer_hf.hub import load_classifier
 from fer_hf.inference import ACTIVATION_RANGE_SIGMAS, FerPixels, Int8FerCNN
 
 FER_DIR = ROOT.parent / "shared" / "data" / "fer2013"
-MODELS = [str(ROOT / "models" / name) for name in ("fer2013-cnn", "fer2013-cnn-fast", "happy-sad-cnn")]
+MODELS = [str(ROOT / "models" / name) for name in ("fer2013-cnn", "fer2013-cnn-fast")]
 
 
 def evenly_spaced_faces(split: str, count: int) -> list:

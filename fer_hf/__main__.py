@@ -33,7 +33,7 @@ def evaluate_command(args: argparse.Namespace) -> int:
 
     from fer_hf.data import crop_faces, load_fer_dataset, select_labels
     from fer_hf.evaluation import evaluate_on_dataset
-    from fer_hf.faces import face_crop_margin
+    from fer_hf.faces import face_align, face_crop_margin
 
     loaded = _load_model(args)
     if loaded is None:
@@ -46,7 +46,9 @@ def evaluate_command(args: argparse.Namespace) -> int:
         print(f"Split {args.split!r} not in {args.dataset_name} (it has {', '.join(dataset)}).", file=sys.stderr)
         return 2
     if args.crop_faces:  # only the split scored: detection costs ~20 ms a photo; cropped as the model asks
-        dataset = crop_faces(DatasetDict({args.split: dataset[args.split]}), margin=face_crop_margin(processor))
+        align = face_align(processor) if args.align_faces is None else args.align_faces
+        dataset = crop_faces(DatasetDict({args.split: dataset[args.split]}), margin=face_crop_margin(processor),
+                             align=align)
     result = evaluate_on_dataset(model, processor, dataset[args.split], output_dir=args.output_dir, split=args.split,
                                  batch_size=args.batch_size, flip_tta=args.flip_tta)
     print(f"{args.model} on {args.dataset_name} [{args.split}], {result['samples']} samples, labels {result['labels']}")
@@ -147,13 +149,17 @@ def main(argv=None) -> int:
     evaluate.add_argument("--dataset_name", required=True, help="any source train.py accepts")
     evaluate.add_argument("--split", default="validation")
     evaluate.add_argument("--labels", nargs="+", default=None,
-                          help="score only these classes (e.g. --labels happy sad: a 7-class model by its happy-vs-sad scores)")
+                          help="score only these classes, on their rows (e.g. --labels happy sad: a 7-class model by "
+                               "its happy-vs-sad scores, as predict --labels gives them)")
     evaluate.add_argument("--revision", default=None, help="Hub revision of the model")
     evaluate.add_argument("--output_dir", default=None, help="write the report and confusion matrix here")
     evaluate.add_argument("--batch_size", type=int, default=256)
     evaluate.add_argument("--flip_tta", action="store_true", help="average each face with its mirror image")
     evaluate.add_argument("--crop_faces", action="store_true",
                           help="score photos by their largest detected face, cropped as the demo crops it")
+    evaluate.add_argument("--align_faces", type=string_to_bool, nargs="?", const=True, default=None,
+                          metavar="{true,false}", help="with --crop_faces: turn each face's eyes level before "
+                          "cropping it (default: as the model's processor says, face_align)")
     evaluate.add_argument("--seed", type=int, default=42, help="seed of a photo folder's split")
     evaluate.add_argument("--json", action="store_true", help="also print the metrics as one JSON line")
     evaluate.set_defaults(handler=evaluate_command)
@@ -196,8 +202,15 @@ def main(argv=None) -> int:
     predict.add_argument("--output", default=None, help="results.csv or results.json (default: CSV on stdout)")
     predict.add_argument("--batch_size", type=int, default=16, help="photos read and labelled together")
     predict.add_argument("--whole_image", action="store_true", help="classify the whole photo when no face is found")
+    predict.add_argument("--labels", nargs="+", default=None,
+                         help="report only these classes, their scores renormalised (e.g. --labels happy sad: "
+                              "a 7-class model's happy-vs-sad view)")
     predict.add_argument("--flip_tta", type=string_to_bool, nargs="?", const=True, default=True, metavar="{true,false}",
-                         help="average each face's scores with its mirror image's (default: true)")
+                         help="average the scores of each face the model is unsure of (top two classes within "
+                              "0.3) with its mirror image's (default: true)")
+    predict.add_argument("--align_faces", type=string_to_bool, nargs="?", const=True, default=None,
+                         metavar="{true,false}", help="turn each face's eyes level before cropping it (default: as "
+                         "the model's processor says, face_align in its preprocessor_config.json)")
     predict.add_argument("--every", type=int, default=1, help="videos: analyse every N-th frame (default: every frame)")
     predict.add_argument("--smoothing", type=float, default=None, metavar="SECONDS",
                          help="videos: time constant of each face's score smoothing (default: 0.2); 0 for each frame's own scores")

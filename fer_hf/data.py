@@ -376,7 +376,9 @@ def class_counts(dataset: Dataset) -> dict[str, int]:
     return {name: counts.get(i, 0) for i, name in enumerate(names)}
 
 
-def crop_faces(dataset: DatasetDict, *, face_side: int = 96, margin: float | None = None) -> DatasetDict:
+def crop_faces(
+    dataset: DatasetDict, *, face_side: int = 96, margin: float | None = None, align: bool = False
+) -> DatasetDict:
     """Replaces each photo by its largest face, cropped as the demo and the predict CLI crop, resized to face_side.
 
     A model trained on FER-2013's tight 48x48 faces and then shown whole photos learns little from
@@ -385,8 +387,8 @@ def crop_faces(dataset: DatasetDict, *, face_side: int = 96, margin: float | Non
     (read sides, detector, margin), so a crop is the recognizer's crop of that file, resized. Images
     no larger than `face_side` are taken to be faces already (FER-2013's) and kept; a photo with no
     face found is kept whole (as read), in gray, as the demo's whole-image fallback classifies it.
-    `margin` is crop_face's (None: fer_hf.faces.DEFAULT_MARGIN); pass the model's
-    `face_crop_margin(processor)` to crop as the recognizer crops for that model.
+    `margin` and `align` are crop_face's (margin None: fer_hf.faces.DEFAULT_MARGIN); pass the model's
+    `face_crop_margin(processor)` and `face_align(processor)` to crop as the recognizer crops for that model.
     """
     from .faces import DEFAULT_MARGIN, FaceDetector, find_faces  # the detector is only needed here
 
@@ -401,7 +403,7 @@ def crop_faces(dataset: DatasetDict, *, face_side: int = 96, margin: float | Non
             if max(opened.size) <= face_side:
                 counts["already a face"] += 1
                 return {"image": image}
-        photo, _, faces = find_faces(source, detector, margin=margin, size=face_side, top_faces=1)
+        photo, _, faces = find_faces(source, detector, margin=margin, size=face_side, top_faces=1, align=align)
         counts["face cropped" if faces else "no face found, kept whole"] += 1
         return {"image": faces[0] if faces else photo.convert("L")}
 

@@ -58,16 +58,41 @@ def pixel_batches(model, image_processor, dataset, *, batch_size: int = 256):
         yield image_processor(images, return_tensors="pt")["pixel_values"].to(model.device, model.dtype)
 
 
+# Ten-crop views are cut from the face enlarged by 1 / TEN_CROP_SCALE: each shows about 90% of its side,
+# as the training crops (0.8 to 1.0 of the side, resized back) show it.
+TEN_CROP_SCALE = 0.9
+
+
+def ten_crops(pixel_values: torch.Tensor, scale: float = TEN_CROP_SCALE) -> list[torch.Tensor]:
+    """The ten test-time views of a batch: the batch enlarged (bilinear) by 1 / `scale`, cut back to its size
+    at the four corners and the centre, and those five views mirrored."""
+    height, width = pixel_values.shape[-2:]
+    enlarged = torch.nn.functional.interpolate(pixel_values, size=(round(height / scale), round(width / scale)),
+                                               mode="bilinear", align_corners=False)
+    spare_y, spare_x = enlarged.shape[-2] - height, enlarged.shape[-1] - width
+    corners = [(0, 0), (0, spare_x), (spare_y, 0), (spare_y, spare_x), (spare_y // 2, spare_x // 2)]
+    crops = [enlarged[..., top: top + height, left: left + width] for top, left in corners]
+    return crops + [crop.flip(-1) for crop in crops]
+
+
 @torch.inference_mode()
-def predict_logits(model, image_processor, dataset, *, batch_size: int = 256, flip_tta: bool = False) -> np.ndarray:
+def predict_logits(model, image_processor, dataset, *, batch_size: int = 256, flip_tta: bool = False,
+                   ten_crop: bool = False) -> np.ndarray:
     """Logits of `model` over every row of `dataset` (an `image` column), in batches.
 
     Args:
         flip_tta: average the logits of each image and its mirror (test-time augmentation).
+        ten_crop: average the class probabilities of the ten views of `ten_crops` (mirrors included);
+            the log of that average is returned, so a softmax of the result gives it back.
     """
     model.eval()
     outputs = []
     for pixel_values in pixel_batches(model, image_processor, dataset, batch_size=batch_size):
+        if ten_crop:
+            views = ten_crops(pixel_values)
+            probabilities = sum(model(pixel_values=view).logits.float().softmax(-1) for view in views) / len(views)
+            outputs.append(probabilities.log().cpu().numpy())
+            continue
         logits = model(pixel_values=pixel_values).logits
         if flip_tta:
             logits = (logits + model(pixel_values=pixel_values.flip(-1)).logits) / 2
@@ -110,18 +135,19 @@ def class_probabilities(model, image_processor, dataset, names: list[str], *, ba
                         flip_tta: bool = False) -> np.ndarray:
     """Probabilities over the classes `names` (matched to the model's labels by name) of every row of `dataset`.
 
-    The softmax is taken over those classes only, so a 7-class model gives a happy/sad dataset its
-    happy-vs-sad scores.
+    The model's probabilities of those classes renormalised (fer_hf.faces.restrict_probabilities, as the
+    recognizer's `labels` restricts them), so a 7-class model gives a happy/sad dataset its happy-vs-sad
+    scores: a softmax over those classes' logits.
 
     Raises:
-        ValueError: the model has no label of that name.
+        ValueError: the model has no label of that name (fer_hf.faces.label_indices).
     """
+    from .faces import label_indices, restrict_probabilities
+
     model_names = [model.config.id2label[i] for i in range(model.config.num_labels)]
-    missing = [name for name in names if name not in model_names]
-    if missing:
-        raise ValueError(f"{model.config.name_or_path}: no class {missing} among its labels {model_names}.")
-    logits = predict_logits(model, image_processor, dataset, batch_size=batch_size, flip_tta=flip_tta)
-    return torch.softmax(torch.from_numpy(logits[:, [model_names.index(name) for name in names]]), dim=-1).numpy()
+    columns = label_indices(model_names, names, model.config.name_or_path)
+    logits = torch.from_numpy(predict_logits(model, image_processor, dataset, batch_size=batch_size, flip_tta=flip_tta))
+    return restrict_probabilities(torch.softmax(logits.double(), dim=-1).numpy(), columns)
 
 
 def write_reports(output_dir: str | Path, split: str, logits: np.ndarray, labels, label_names: list[str]) -> dict:
@@ -200,7 +226,7 @@ def plot_training_curves(log_history: list[dict], path: str | Path) -> None:
 
 __all__ = [
     "FerMetrics", "class_probabilities", "compute_metrics", "pixel_batches", "plot_confusion_matrix", "plot_training_curves",
-    "predict_logits", "recompute_batch_norm_statistics", "write_reports",
+    "predict_logits", "recompute_batch_norm_statistics", "ten_crops", "write_reports",
 ]
 
 

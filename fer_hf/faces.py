@@ -9,6 +9,7 @@
     photo, boxes, crops = find_faces("group.jpg", FaceDetector())  # read, detect, crop: the recognizer's path
     recognizer = FaceExpressionRecognizer(model, processor)   # any transformers image classifier
     recognizer(image)                                # [{"box", "label", "score", "scores", ...}, ...]
+    FaceExpressionRecognizer(model, processor, labels=["happy", "sad"])  # a 7-class model's happy-vs-sad view
 
 Finding and cropping faces live in fer_hf.face_detection, which every saved model also carries for its
 face-aware pipeline (fer_hf.pipeline_fer); this module re-exports them beside the recognizer, which
@@ -31,6 +32,7 @@ from .face_detection import (
     FaceDetector,
     _min_side,
     crop_face,
+    face_align,
     face_crop_margin,
     find_faces,
 )
@@ -38,10 +40,43 @@ from .face_detection import (
 # load_image, ImageReadError and ImageSource are part of this module's API too: photos go in as any ImageSource.
 from .images import ImageReadError, ImageSource, load_image
 
+# Mirror-average only faces whose top two classes are within this: on PublicTest, fer2013-cnn in int8
+# mirrors 31% of the faces for 70.24% against 70.30% when it mirrors all (a third of the extra work;
+# `python benchmarks/mirror_margin.py`: benchmarks/results/mirror_margin.md, with the margin chosen on
+# one half of PublicTest and scored on the other).
+FLIP_MARGIN = 0.3
 
 # --------------------------------------------------------------------------------------------
 # Classifying faces
 # --------------------------------------------------------------------------------------------
+
+
+def label_indices(labels: Sequence[str], names: Sequence[str], model_name: str = "the model") -> list[int]:
+    """Where the classes `names` are among a model's `labels`, in the order of `names`.
+
+    Raises:
+        ValueError: a name that is not one of the labels (the message names it and lists the labels),
+            a name given twice, or fewer than two names.
+    """
+    labels, names = list(labels), list(names)
+    missing = [name for name in names if name not in labels]
+    if missing:
+        raise ValueError(f"{model_name}: no class {missing} among its labels {labels}.")
+    if len(names) < 2 or len(set(names)) < len(names):
+        raise ValueError(f"{model_name}: give two or more different classes among its labels {labels}, got {names}.")
+    return [labels.index(name) for name in names]
+
+
+def restrict_probabilities(probabilities: np.ndarray, indices: Sequence[int]) -> np.ndarray:
+    """The columns `indices` of class probabilities (... x classes), renormalised to sum to 1 (float32).
+
+    A 7-class model's happy and sad columns give its happy-vs-sad view: the same as a softmax over its
+    happy and sad logits alone, so their argmax is that of those logits. Computed in float64, so that
+    two tiny probabilities keep their ratio; a row whose chosen columns are all 0 gets equal shares.
+    """
+    chosen = np.asarray(probabilities, dtype=np.float64)[..., list(indices)]
+    total = chosen.sum(-1, keepdims=True)
+    return np.where(total > 0, chosen / np.where(total > 0, total, 1), 1 / len(indices)).astype(np.float32)
 
 
 class FaceExpressionRecognizer:
@@ -58,6 +93,9 @@ class FaceExpressionRecognizer:
         detector: The face detector; a default FaceDetector() if None.
         margin: Passed to crop_face; None for the model's own (`face_crop_margin(image_processor)`).
             Photos are read, searched and cropped by find_faces.
+        align: Turn each face so that its eyes are level before cropping it (crop_face's align; faces
+            without landmarks, from Haar, are cropped plain); None for the model's own
+            (`face_align(image_processor)`).
         classify_whole_image: When no face is found, classify the whole photo instead (its result
             has the whole image as box and detection_score None) rather than returning nothing.
         batch_size: Most faces per forward pass (crops and, with flip_tta, their mirrors).
@@ -68,11 +106,18 @@ class FaceExpressionRecognizer:
         runtime: How crops are classified: fer_hf.inference.InferenceRunner's mode ("auto": int8,
             bf16 or fp32 TorchScript for a FER CNN on the CPU, whichever this machine runs fastest;
             the model as it is for any other). `self.runtime.mode` says which one runs.
-        flip_tta: Average the class probabilities of each crop and its mirror image (test-time
-            augmentation, in the same forward pass): a face and its mirror get the same scores. It
-            raises every bundled model's PublicTest accuracy through the int8 runtime, at half the
-            faces per second in batches and about the same time for one face (the "mirror-averaged"
-            rows of benchmarks/results/inference.md).
+        flip_tta: Average the class probabilities of a crop and its mirror image (test-time
+            augmentation) where the crop's own are unsure (flip_margin). It raises the bundled
+            models' PublicTest accuracy (the "mirror-averaged" rows of benchmarks/results/inference.md).
+        flip_margin: With flip_tta, mirror only the crops whose top two class probabilities are within
+            this of each other, in a second forward pass: a sure face keeps its label with or without
+            its mirror. 1 mirrors every crop (twice the work). See FLIP_MARGIN.
+        labels: Report only these of the model's classes, in this order, their probabilities
+            renormalised to sum to 1 (restrict_probabilities; the label is their argmax): e.g.
+            ["happy", "sad"] for the 7-class model's happy-vs-sad view. None: all the model's classes.
+
+    Raises:
+        ValueError: `labels` names a class the model does not have (label_indices).
     """
 
     def __init__(
@@ -82,11 +127,14 @@ class FaceExpressionRecognizer:
         detector: FaceDetector | None = None,
         *,
         margin: float | None = None,
+        align: bool | None = None,
         classify_whole_image: bool = False,
         batch_size: int = 64,
         max_side: int | None = DEFAULT_READ_SIDE,
         runtime: str = "auto",
         flip_tta: bool = True,
+        flip_margin: float = FLIP_MARGIN,
+        labels: Sequence[str] | None = None,
     ) -> None:
         from .inference import InferenceRunner  # imports torch: not needed to detect or crop faces
 
@@ -96,10 +144,18 @@ class FaceExpressionRecognizer:
         self.image_processor = image_processor
         self.detector = detector if detector is not None else FaceDetector()
         self.margin = face_crop_margin(image_processor) if margin is None else margin
+        self.align = face_align(image_processor) if align is None else align
         self.classify_whole_image = classify_whole_image
         self.batch_size = batch_size
         self.flip_tta = flip_tta
-        self.labels = self.runtime.labels
+        if not 0 <= flip_margin <= 1:
+            raise ValueError(f"flip_margin must be in 0..1, got {flip_margin!r}.")
+        self.flip_margin = flip_margin
+        # The model's classes, and the columns of those reported (None: all of them).
+        self.model_labels = self.runtime.labels
+        name = getattr(model.config, "name_or_path", "") or "the model"
+        self._columns = None if labels is None else label_indices(self.model_labels, labels, name)
+        self.labels = self.model_labels if labels is None else list(labels)
         self._crop_mode = "L" if getattr(model.config, "num_channels", 3) == 1 else "RGB"
 
     @property
@@ -129,7 +185,8 @@ class FaceExpressionRecognizer:
         crops: list[Image.Image] = []
         for source in images:
             image, boxes, face_crops = find_faces(
-                source, self.detector, max_side=self.max_side, margin=self.margin, top_faces=top_faces
+                source, self.detector, max_side=self.max_side, margin=self.margin, top_faces=top_faces,
+                align=self.align,
             )
             if boxes:
                 found.append([(box.as_tuple(), box.score) for box in boxes])
@@ -156,22 +213,26 @@ class FaceExpressionRecognizer:
     def classify(self, crops: Sequence[Image.Image]) -> np.ndarray:
         """Class probabilities (crops x labels) of already cropped faces, batch_size faces a forward pass.
 
-        With flip_tta, each crop's are the mean of its own and its mirror image's, from the same forward pass.
+        With flip_tta, a crop whose top two classes are within flip_margin gets the mean of its own and its
+        mirror image's (the mirrors of a batch share a second forward pass).
+        With `labels`, they are the chosen classes' probabilities renormalised (after the mirror average).
         """
         if not crops:
             return np.zeros((0, len(self.labels)), dtype=np.float32)
-        # With flip_tta the mirrors share the forward pass, so it takes half as many crops: on the CPU,
-        # passes above batch_size faces run slower per face.
-        step = max(1, self.batch_size // 2) if self.flip_tta else self.batch_size
         chunks = []
-        for start in range(0, len(crops), step):
-            batch = [crop.convert(self._crop_mode) for crop in crops[start : start + step]]
+        for start in range(0, len(crops), self.batch_size):
+            batch = [crop.convert(self._crop_mode) for crop in crops[start : start + self.batch_size]]
+            probabilities = self.runtime(batch)
             if self.flip_tta:
-                probabilities = self.runtime(batch + [ImageOps.mirror(crop) for crop in batch])
-                chunks.append((probabilities[: len(batch)] + probabilities[len(batch) :]) / 2)
-            else:
-                chunks.append(self.runtime(batch))
-        return np.concatenate(chunks)
+                # Only the faces whose top two classes are close gain from their mirror image's opinion.
+                top_two = np.sort(probabilities, axis=1)[:, -2:]
+                unsure = np.flatnonzero(top_two[:, 1] - top_two[:, 0] < self.flip_margin)
+                if len(unsure):
+                    mirrored = self.runtime([ImageOps.mirror(batch[i]) for i in unsure])
+                    probabilities[unsure] = (probabilities[unsure] + mirrored) / 2
+            chunks.append(probabilities)
+        probabilities = np.concatenate(chunks)
+        return probabilities if self._columns is None else restrict_probabilities(probabilities, self._columns)
 
     def face_result(
         self, box: tuple[int, int, int, int], detection_score: float | None, probs: np.ndarray
@@ -221,5 +282,5 @@ def draw_captioned_box(
 
 
 __all__ = ["BACKENDS", "DEFAULT_MARGIN", "DEFAULT_READ_SIDE", "Box", "FaceDetector", "FaceExpressionRecognizer",
-           "ImageReadError", "ImageSource", "crop_face", "draw_captioned_box", "face_crop_margin", "find_faces",
-           "load_image"]
+           "ImageReadError", "ImageSource", "crop_face", "draw_captioned_box", "face_align", "face_crop_margin",
+           "find_faces", "label_indices", "load_image", "restrict_probabilities"]

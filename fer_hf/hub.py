@@ -50,8 +50,9 @@ logger = logging.getLogger(__name__)
 # The repo's top-level model_card.md, through a link that pip install copies into the package.
 TEMPLATE_PATH = Path(__file__).parent / "model_card.md"
 WEIGHTS_FILES = ("model.safetensors", "model.safetensors.index.json")
-# Where app.py and the CLI look for a model when none is given, in this order.
-BUNDLED_MODELS = ("models/fer2013-cnn", "models/happy-sad-cnn")
+# Where app.py and the CLI look first for a model when none is given: the 7-class default (its happy-vs-sad
+# view is `--labels happy sad`).
+BUNDLED_MODELS = ("models/fer2013-cnn",)
 
 # Never uploaded. Checkpoints are resumable training state (optimizer, scheduler, RNG) that only this
 # run needs; runs/ holds TensorBoard logs. Pickles (training_args.bin, *.pt, ...) run arbitrary code when
@@ -546,8 +547,8 @@ __all__ = [
 def find_model(requested: str | None = None, root: str | os.PathLike | None = None) -> str:
     """The model to use: `requested`, else $FER_HF_MODEL, else a model folder under `root`/models.
 
-    Prefers the bundled models in BUNDLED_MODELS order, then any other `models/*` folder with a
-    config.json. Raises FileNotFoundError, naming where it looked, when there is none.
+    Prefers the bundled default (BUNDLED_MODELS), then any other `models/*` folder with a config.json,
+    in name order. Raises FileNotFoundError, naming where it looked, when there is none.
     """
     requested = requested or os.environ.get("FER_HF_MODEL")
     if requested:

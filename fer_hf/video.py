@@ -116,7 +116,8 @@ def analyze_video(
     The whole frame is searched for faces (by the recognizer's detector) at the first analysed
     frame, every `redetect` seconds and whenever a face is lost; on the frames between, each face
     is looked for only in a small region around where it was (a few times faster), so its box
-    follows it on every frame. The crops of a batch of frames share the classifier's forward passes.
+    follows it on every frame (with its landmarks, so that a followed face is aligned as a found one
+    when the recognizer aligns faces). The crops of a batch of frames share the classifier's forward passes.
 
     Args:
         recognizer: A FaceExpressionRecognizer.
@@ -157,7 +158,8 @@ def analyze_video(
                 if analysed:
                     image, scale, size = _analysis_copy(frame, max_side)
                     boxes = finder(image, time)
-                    found = (boxes, [crop_face(image, box, recognizer.margin) for box in boxes], scale, size)
+                    crops = [crop_face(image, box, recognizer.margin, align=recognizer.align) for box in boxes]
+                    found = (boxes, crops, scale, size)
                 pending.append([index, time, frame if writer is not None else None, found])
                 if len(pending) >= batch_size:
                     yield from _flush(recognizer, tracker, pending, writer, shown)
@@ -205,7 +207,9 @@ class _FaceFollower:
         x0, y0 = max(0, (box.x0 + box.x1 - side) // 2), max(0, (box.y0 + box.y1 - side) // 2)
         x1, y1 = min(image.width, x0 + side), min(image.height, y0 + side)
         region = image.crop((x0, y0, x1, y1))
-        found = [Box(b.x0 + x0, b.y0 + y0, b.x1 + x0, b.y1 + y0, b.score) for b in self.near(region)]
+        found = [Box(b.x0 + x0, b.y0 + y0, b.x1 + x0, b.y1 + y0, b.score,
+                     None if b.landmarks is None else tuple((x + x0, y + y0) for x, y in b.landmarks))
+                 for b in self.near(region)]
         best = max(found, key=box.iou, default=None)
         return best if best is not None and box.iou(best) > 0 else None
 

@@ -1,7 +1,8 @@
 """The demo's handlers (app.py) called directly, on photos, webcam frames and video files, and `python -m fer_hf predict`.
 
-The models are random "tiny" FER CNNs: their labels are arbitrary, so the tests check the shape of
-the answers (every face, the model's own label set, messages), not which expression wins.
+The models are mostly random "tiny" FER CNNs: their labels are arbitrary, so the tests check the shape of
+the answers (every face, the model's own label set, messages), not which expression wins. The happy/sad
+view (`--labels happy sad`) is checked on the bundled 7-class model, whose scores mean something.
 """
 
 from __future__ import annotations
@@ -21,16 +22,20 @@ from fer_hf.faces import Box, FaceExpressionRecognizer
 from fer_hf.hub import find_model, load_classifier
 from fer_hf.predict import collect_images
 from tests.apptools import PHOTOS, png_header_only, save_tiny_model
-from tests.conftest import run_python
+from tests.conftest import FER_FIXTURE_DIR, run_python
 from tests.videotools import read_video, still_frames, write_video
 
 GROUP = PHOTOS / "happy_three_women.jpg"  # three faces
 ONE = PHOTOS / "happy_man.jpg"  # one face, box about (80, 14, 160, 122) in 320x201
+# One face the bundled models are unsure of (top two classes within FLIP_MARGIN), so it is mirror-averaged.
+UNSURE = PHOTOS / "sad_man.jpg"
+DEFAULT_MODEL = app.ROOT / "models" / "fer2013-cnn"
+HAPPY_SAD = ["happy", "sad"]
 
 
-def make_demo(folder) -> app.FaceDemo:
+def make_demo(folder, labels=None) -> app.FaceDemo:
     model, processor = load_classifier(folder)
-    return app.FaceDemo(FaceExpressionRecognizer(model, processor))
+    return app.FaceDemo(FaceExpressionRecognizer(model, processor, labels=labels))
 
 
 @pytest.fixture(scope="module")
@@ -294,7 +299,7 @@ def test_live_frames_are_searched_at_the_stream_side(demo):
     if photo_detector.backend == "libfacedetection":  # the side was measured for it; Haar keeps its own
         assert demo.stream.detector.max_side == app.STREAM_DETECT_SIDE < photo_detector.max_side
         assert demo.stream.detector.score_threshold == photo_detector.score_threshold
-    happy_sad = make_demo(app.ROOT / "models" / "happy-sad-cnn")  # a real model, for real labels
+    happy_sad = make_demo(DEFAULT_MODEL, HAPPY_SAD)  # a real model, for real labels
     for path, label in ((ONE, "happy"), (PHOTOS / "sad_man.jpg", "sad")):
         frame = np.asarray(ImageOps.fit(Image.open(path).convert("RGB"), (640, 480)))  # as a webcam frames a face
         image, scores, status, _ = happy_sad.live(frame)
@@ -303,6 +308,79 @@ def test_live_frames_are_searched_at_the_stream_side(demo):
         (stream_face,), (photo_face,) = happy_sad.stream(frame), happy_sad.recognizer(frame)
         assert stream_face["scores"] == scores
         assert Box(*stream_face["box"], 0).iou(Box(*photo_face["box"], 0)) >= 0.8, (stream_face["box"], photo_face["box"])
+
+
+# --- the happy/sad view: the 7-class model's two scores, renormalised -------------------------------
+
+
+def test_the_happy_sad_view_is_the_7_class_models_two_probabilities_renormalised():
+    from datasets import load_dataset
+
+    from fer_hf.evaluation import class_probabilities
+
+    model, processor = load_classifier(DEFAULT_MODEL)
+    faces = load_dataset("parquet", data_files=str(FER_FIXTURE_DIR / "publictest.parquet"), split="train")
+    crops = list(faces["image"])  # 56 real faces of every class
+    happy, sad = FER2013_LABELS.index("happy"), FER2013_LABELS.index("sad")
+    for flip_tta in (True, False):
+        seven = FaceExpressionRecognizer(model, processor, flip_tta=flip_tta).classify(crops)
+        two = FaceExpressionRecognizer(model, processor, flip_tta=flip_tta, labels=HAPPY_SAD)
+        assert two.labels == HAPPY_SAD and two.model_labels == list(FER2013_LABELS)
+        scores = two.classify(crops)
+        expected = seven[:, [happy, sad]] / seven[:, [happy, sad]].sum(1, keepdims=True)
+        np.testing.assert_allclose(scores, expected, atol=1e-6)
+        np.testing.assert_allclose(scores.sum(1), 1, atol=1e-6)
+        # In the order asked for.
+        swapped = FaceExpressionRecognizer(model, processor, flip_tta=flip_tta, labels=["sad", "happy"]).classify(crops)
+        np.testing.assert_allclose(swapped, scores[:, ::-1], atol=1e-6)
+    # Computed as `evaluate --labels happy sad` computes it (fp32, one view): the same scores.
+    eager = FaceExpressionRecognizer(model, processor, runtime="eager", flip_tta=False, labels=HAPPY_SAD)
+    np.testing.assert_allclose(eager.classify(crops), class_probabilities(model, processor, faces, HAPPY_SAD), atol=1e-5)
+    # A photo's faces: two scores each, the label their argmax.
+    for face in FaceExpressionRecognizer(model, processor, labels=HAPPY_SAD)(GROUP):
+        assert set(face["scores"]) == set(HAPPY_SAD) and sum(face["scores"].values()) == pytest.approx(1, abs=1e-5)
+        assert face["label"] == max(face["scores"], key=face["scores"].get) == "happy"
+        assert face["score"] == face["scores"]["happy"]
+
+
+def test_an_unknown_label_is_refused_by_name():
+    model, processor = load_classifier(DEFAULT_MODEL)
+    with pytest.raises(ValueError, match=r"no class \['sadd'\] among its labels \['angry', 'disgust', 'fear', 'happy'"):
+        FaceExpressionRecognizer(model, processor, labels=["happy", "sadd"])
+    with pytest.raises(ValueError, match="two or more different classes"):
+        FaceExpressionRecognizer(model, processor, labels=["happy", "happy"])
+
+
+def test_the_demo_shows_the_happy_sad_view_in_every_tab(tmp_path, monkeypatch):
+    monkeypatch.setenv("GRADIO_EXAMPLES_CACHE", str(tmp_path))
+    demo = app.build_demo(str(DEFAULT_MODEL), labels=HAPPY_SAD)
+    header = next(block.value for block in demo.blocks.values()
+                  if type(block).__name__ == "Markdown" and "Facial expressions" in str(block.value))
+    assert "labels: happy, sad (of its 7 classes, scores renormalised)" in header
+    handlers = next(fn for fn in demo.fns.values() if fn.name == "analyze").fn.__self__
+    # Photo: every face and the shown scores; the face picker's captions.
+    _, result, scores, _ = handlers.analyze(upload(PHOTOS / "sad_man.jpg"))
+    check_scores(scores, HAPPY_SAD)
+    assert result["faces"][0]["label"] == "sad"
+    _, result, scores, _ = handlers.analyze(upload(GROUP))
+    assert {face["label"] for face in result["faces"]} == {"happy"} and len(result["faces"]) == 3
+    assert [choice[0].split()[1] for choice in handlers.face_picker(result)[0]["choices"]] == ["happy"] * 3
+    # Live webcam.
+    _, live_scores, _, tracker = handlers.live(np.asarray(ImageOps.fit(Image.open(ONE).convert("RGB"), (640, 480))))
+    check_scores(live_scores, HAPPY_SAD)
+    assert tracker.labels == HAPPY_SAD
+    # Video: the summary's columns and the CSV's.
+    clip = write_video(tmp_path / "smile.mp4", still_frames(ONE, 6), fps=10)
+    _, _, summary, table, _ = handlers.label_video(str(clip))
+    assert list(summary.columns)[3:] == ["dominant", "happy %", "sad %"] and summary["dominant"].tolist() == ["happy"]
+    with open(table, newline="") as handle:
+        assert list(csv.DictReader(handle).fieldnames)[-2:] == ["p_happy", "p_sad"]
+
+
+def test_app_py_takes_labels_and_names_an_unknown_one():
+    run = run_python(["app.py", "--model", DEFAULT_MODEL, "--labels", "happy", "sadd"], check=False)
+    assert run.returncode != 0 and "Cannot start the demo" in run.stdout, run.stdout
+    assert "no class ['sadd'] among its labels ['angry', 'disgust', 'fear', 'happy', 'sad', 'surprise', 'neutral']" in run.stdout
 
 
 def test_the_blocks_stream_and_examples_settings(fer_model, tmp_path, monkeypatch):
@@ -403,8 +481,8 @@ def test_the_demo_mirror_averages_unless_told_not_to(tmp_path, monkeypatch):
         demo = app.build_demo(str(fer_model), flip_tta=flip_tta)
         handlers = next(fn for fn in demo.fns.values() if fn.name == "analyze").fn.__self__
         assert handlers.recognizer.flip_tta is handlers.stream.flip_tta is flip_tta
-        _, result, scores[flip_tta], _ = handlers.analyze(upload(ONE))
-        expected = FaceExpressionRecognizer(model, processor, flip_tta=flip_tta)(ONE)[0]["scores"]
+        _, result, scores[flip_tta], _ = handlers.analyze(upload(UNSURE))
+        expected = FaceExpressionRecognizer(model, processor, flip_tta=flip_tta)(UNSURE)[0]["scores"]
         assert scores[flip_tta] == pytest.approx(expected, abs=1e-6)
     assert scores[True] != pytest.approx(scores[False], abs=1e-4)
 
@@ -416,9 +494,9 @@ def test_find_model(tmp_path, monkeypatch):
     (tmp_path / "models" / "other").mkdir(parents=True)
     (tmp_path / "models" / "other" / "config.json").write_text("{}")
     assert find_model(None, tmp_path) == str(tmp_path / "models" / "other")
-    (tmp_path / "models" / "happy-sad-cnn").mkdir()
-    (tmp_path / "models" / "happy-sad-cnn" / "config.json").write_text("{}")
-    assert find_model(None, tmp_path) == str(tmp_path / "models" / "happy-sad-cnn")
+    (tmp_path / "models" / "fer2013-cnn-fast").mkdir()  # other folders: in name order
+    (tmp_path / "models" / "fer2013-cnn-fast" / "config.json").write_text("{}")
+    assert find_model(None, tmp_path) == str(tmp_path / "models" / "fer2013-cnn-fast")
     (tmp_path / "models" / "fer2013-cnn").mkdir()
     (tmp_path / "models" / "fer2013-cnn" / "config.json").write_text("{}")
     assert find_model(None, tmp_path) == str(tmp_path / "models" / "fer2013-cnn")
@@ -509,11 +587,11 @@ def test_predict_cli_flip_tta_is_on_unless_turned_off(tmp_path):
     scores = {}
     for flags in ([], ["--flip_tta"], ["--flip_tta", "true"], ["--flip_tta", "false"]):
         output = tmp_path / f"results{len(flags)}{flags[-1:]}.json"
-        assert cli(["predict", str(ONE), "--model", str(fer_model), "--output", str(output), *flags]) == 0
+        assert cli(["predict", str(UNSURE), "--model", str(fer_model), "--output", str(output), *flags]) == 0
         scores[" ".join(flags)] = json.loads(output.read_text())["rows"][0]["scores"]
     model, processor = load_classifier(fer_model)
     for flip_tta, flags in ((True, ["", "--flip_tta", "--flip_tta true"]), (False, ["--flip_tta false"])):
-        expected = FaceExpressionRecognizer(model, processor, flip_tta=flip_tta)(ONE)[0]["scores"]
+        expected = FaceExpressionRecognizer(model, processor, flip_tta=flip_tta)(UNSURE)[0]["scores"]
         assert all(scores[flag] == pytest.approx(expected, abs=1e-6) for flag in flags)
     assert scores[""] != pytest.approx(scores["--flip_tta false"], abs=1e-4)
     with pytest.raises(SystemExit):
@@ -528,3 +606,24 @@ def test_predict_cli_without_images_or_model(tmp_path, capsys, monkeypatch):
     assert "no image files" in capsys.readouterr().err
     assert cli(["predict", str(ONE)]) == 1
     assert "pass --model" in capsys.readouterr().err
+
+
+def test_predict_cli_labels_gives_the_happy_sad_view(tmp_path, capsys):
+    output = tmp_path / "results.json"
+    photos = [str(ONE), str(PHOTOS / "sad_man.jpg")]
+    assert cli(["predict", *photos, "--model", str(DEFAULT_MODEL), "--labels", "happy", "sad", "--output", str(output)]) == 0
+    report = json.loads(output.read_text())
+    assert report["labels"] == HAPPY_SAD
+    model, processor = load_classifier(DEFAULT_MODEL)
+    expected = FaceExpressionRecognizer(model, processor, labels=HAPPY_SAD).predict_batch(photos)
+    assert [row["label"] for row in report["rows"]] == ["happy", "sad"]
+    for row, (face,) in zip(report["rows"], expected):
+        assert row["scores"] == pytest.approx(face["scores"], abs=1e-6) and row["score"] == max(row["scores"].values())
+    # CSV: one probability column per chosen class.
+    assert cli(["predict", photos[0], "--model", str(DEFAULT_MODEL), "--labels", "sad", "happy"]) == 0
+    header = capsys.readouterr().out.splitlines()[0].split(",")
+    assert header[-2:] == ["p_sad", "p_happy"]
+    # A class the model does not have: a clear error, nothing labelled.
+    assert cli(["predict", photos[0], "--model", str(DEFAULT_MODEL), "--labels", "happy", "sadd"]) == 2
+    error = capsys.readouterr().err
+    assert "--labels" in error and "no class ['sadd'] among its labels ['angry', 'disgust'" in error, error

@@ -16,8 +16,9 @@ FIXTURE_PHOTO = ROOT / "tests" / "fixtures" / "photos" / "happy_man.jpg"
 
 
 def test_the_default_models_are_bundled():
-    # The 7-class default, its faster base-s2 sibling, and the happy/sad model.
-    assert [p.name for p in MODELS] == ["fer2013-cnn", "fer2013-cnn-fast", "happy-sad-cnn"]
+    # The 7-class default and its faster base-s2 sibling; the happy/sad view is the default's `--labels happy sad`
+    # (benchmarks/results/happy_sad_decision.md: a happy/sad model did not beat it).
+    assert [p.name for p in MODELS] == ["fer2013-cnn", "fer2013-cnn-fast"]
 
 
 @pytest.mark.parametrize("folder", MODELS, ids=[p.name for p in MODELS])
@@ -59,16 +60,18 @@ def test_bundled_code_is_the_package_code(folder):
         assert (folder / name).read_text() == (ROOT / "fer_hf" / name).read_text(), f"{folder.name}/{name} is stale"
 
 
-@requires_full_data("scores happy-sad-cnn on the 46 held-out photos of the happy/sad set its notes report")
-def test_happy_sad_photo_test_figure_is_reproduced():
-    # TRAINING_NOTES.md quotes the held-out photos' accuracy, through face detection and cropping.
-    folder = ROOT / "models" / "happy-sad-cnn"
-    written = json.loads((folder / "test_report.json").read_text())["metrics"]
-    args = ["-m", "fer_hf", "evaluate", folder, "--dataset_name", HAPPY_SAD_DIR, "--split", "test", "--crop_faces", "--json"]
-    printed = json.loads(run_python(args).stdout.strip().splitlines()[-1])
-    assert printed["samples"] == written["samples"] == 46
-    assert printed["accuracy"] == pytest.approx(written["accuracy"], abs=1e-9)
-    assert f"{100 * written['accuracy']:.2f}%" in (folder / "TRAINING_NOTES.md").read_text()
+@requires_full_data("scores the default's happy/sad view on PublicTest's happy and sad faces and the 46 held-out photos")
+def test_the_happy_sad_view_figures_are_reproduced():
+    # README quotes these from benchmarks/results/happy_sad_decision.md; evaluate must still give them.
+    results = (ROOT / "benchmarks" / "results" / "happy_sad_decision.md").read_text()
+    sets = {"PublicTest happy/sad faces": ["--dataset_name", FER_DIR],
+            "happy_sad test photos": ["--dataset_name", HAPPY_SAD_DIR, "--split", "test", "--crop_faces"]}
+    for name, data in sets.items():
+        args = ["-m", "fer_hf", "evaluate", "models/fer2013-cnn", *data, "--labels", "happy", "sad", "--flip_tta", "--json"]
+        printed = json.loads(run_python(args).stdout.strip().splitlines()[-1])
+        right = round(printed["accuracy"] * printed["samples"])
+        row = f"| `models/fer2013-cnn` | {name} | mirror-averaged | {printed['accuracy']:.2%} ({right:,} of {printed['samples']:,}) |"
+        assert row in results, (row, results)
 
 
 @pytest.mark.parametrize("folder", MODELS, ids=[p.name for p in MODELS])

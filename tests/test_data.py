@@ -124,19 +124,20 @@ def test_crop_faces_turns_photos_into_face_crops_and_keeps_fer_faces(photo_folde
     assert all(np.array_equal(np.asarray(a), b) for a, b in zip(cropped["fer"]["image"], fer_pixels))
 
 
-@pytest.mark.parametrize("name, margin", [("baseline.jpg", None), ("progressive.jpg", None), ("baseline.jpg", 0.0)])
-def test_crop_faces_crops_a_photo_as_the_recognizer_does(large_photos, name, margin):
+@pytest.mark.parametrize("name, margin, align", [("baseline.jpg", None, False), ("progressive.jpg", None, False),
+                                                 ("baseline.jpg", 0.0, False), ("progressive.jpg", None, True)])
+def test_crop_faces_crops_a_photo_as_the_recognizer_does(large_photos, name, margin, align):
     """A 3,831 px and a 7,360 px progressive JPEG, both read at reduced scale: the recognizer's crop, resized
-    (at the default margin, and at a model's own)."""
+    (at the default margin, and at a model's own; plain and aligned)."""
     from fer_hf import FerCNNForImageClassification, FerConfig, FerImageProcessor
 
     path = large_photos[name]
     features = Features({"image": ImageFeature(), "label": ClassLabel(names=["happy", "sad"])})
     photos = Dataset.from_dict({"image": [str(path)], "label": [0]}, features=features)  # as load_photo_folder gives it
-    (cropped,) = crop_faces(DatasetDict({"test": photos}), margin=margin)["test"]["image"]
+    (cropped,) = crop_faces(DatasetDict({"test": photos}), margin=margin, align=align)["test"]["image"]
     # Any classifier will do: the crops are taken before it runs.
     model = FerCNNForImageClassification(FerConfig(hidden_sizes=[4, 8], depths=[1, 1], id2label={0: "happy", 1: "sad"}))
-    recognizer = FaceExpressionRecognizer(model, FerImageProcessor(), margin=margin, runtime="eager")
+    recognizer = FaceExpressionRecognizer(model, FerImageProcessor(), margin=margin, align=align, runtime="eager")
     classified = []
     recognizer.classify = lambda crops: classified.extend(crops) or np.full((len(crops), 2), 0.5)
     recognizer(path)  # faces largest first

@@ -21,7 +21,7 @@ from tests.conftest import FER_DIR, FER_FIXTURE_DIR, ROOT, requires_full_data
 from tests.hub_server import LoopbackHub
 from tests.hubtools import hub_env
 
-BUNDLED = ["fer2013-cnn", "fer2013-cnn-fast", "happy-sad-cnn"]
+BUNDLED = ["fer2013-cnn", "fer2013-cnn-fast"]
 TOKEN = "hf_exportTestToken0123"
 
 
@@ -55,7 +55,7 @@ def tiny_vit():
 
 @pytest.mark.parametrize("name", BUNDLED)
 def test_bundled_fp32_onnx_equals_pytorch_on_real_faces(name):
-    """Measured: max |logit difference| 2.4e-6 / 1.8e-6 / 9.5e-7 on the fixture's faces."""
+    """Measured: max |logit difference| 2.4e-6 / 1.8e-6 on the fixture's faces."""
     folder = ROOT / "models" / name
     model, processor = load_classifier(folder)
     pixel_values, _ = real_faces(model, processor)
@@ -70,7 +70,7 @@ def test_bundled_fp32_onnx_equals_pytorch_on_real_faces(name):
 
 @pytest.mark.parametrize("name", BUNDLED)
 def test_bundled_int8_onnx_keeps_the_top_class_on_the_fixture_faces(name):
-    """The fixture's faces (168, or 48 happy and sad): fp32's top class kept for 166 / 167 / 48 of them.
+    """The fixture's 168 faces: fp32's top class kept for 166 / 167 of them.
 
     Its int8 file is exactly what `quantize_int8` makes from the weights (no calibration data enters it).
     """
@@ -85,15 +85,15 @@ def test_bundled_int8_onnx_keeps_the_top_class_on_the_fixture_faces(name):
 
 @requires_full_data("int8 agreement on all 3,589 PublicTest faces: the fixture's 56 cannot show 99%")
 def test_bundled_int8_onnx_keeps_the_top_class_on_publictest():
-    """Measured: 99.30% / 99.30% / 99.81% of the faces keep fp32's top class; accuracy moves by at most
-    0.14 points (69.60 -> 69.46, 66.59 -> 66.56, 94.51 -> 94.57). One test for all bundled models, so that a
-    clone without the data skips it once."""
+    """Measured with the 7-bit weights of the int8 file (fer_hf.export) on an AVX2-only AMD EPYC: 98.69% / 98.94%
+    of the faces keep fp32's top class, accuracy 69.60 -> 69.30% and 66.59 -> 66.51% (fer2013-cnn /
+    fer2013-cnn-fast). One test for all bundled models, so that a clone without the data skips it once."""
     for name in BUNDLED:
         folder = ROOT / "models" / name
         model, processor = load_classifier(folder)
         pixel_values, truth = real_faces(model, processor, ("publictest.parquet",), FER_DIR)
         fp32, int8 = onnx_logits(folder / ONNX_FILE, pixel_values), onnx_logits(folder / ONNX_INT8_FILE, pixel_values)
-        assert (fp32.argmax(1) == int8.argmax(1)).mean() >= 0.99, name
+        assert (fp32.argmax(1) == int8.argmax(1)).mean() >= 0.985, name
         assert abs((int8.argmax(1) == truth).mean() - (fp32.argmax(1) == truth).mean()) <= 0.005, name
 
 

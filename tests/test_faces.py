@@ -14,11 +14,12 @@ from PIL import Image, ImageOps
 from transformers import ViTConfig, ViTForImageClassification, ViTImageProcessorPil
 
 from fer_hf import faces, libfacedetection
-from fer_hf.faces import Box, FaceDetector, FaceExpressionRecognizer, crop_face, find_faces
+from fer_hf.face_detection import DEFAULT_ALIGN
+from fer_hf.faces import FLIP_MARGIN, Box, FaceDetector, FaceExpressionRecognizer, crop_face, find_faces
 from fer_hf.hub import load_classifier
 from fer_hf.images import load_image
 
-from tests.conftest import HAPPY_SAD_DIR, ROOT, requires_full_data
+from tests.conftest import FER_FIXTURE_DIR, HAPPY_SAD_DIR, ROOT, requires_full_data
 from tests.test_images import _big_progressive_jpeg, _close  # a big photo to read reduced; boxes alike
 
 PHOTOS = Path(__file__).resolve().parent / "fixtures" / "photos"
@@ -115,6 +116,7 @@ def test_haar_backend_finds_frontal_faces():
     boxes = detector(load_image(PHOTOS / THREE_FACES))
     assert len(boxes) == 3
     assert all(0.5 < b.score < 1 for b in boxes)
+    assert all(b.landmarks is None for b in boxes)  # the cascade gives none: aligned crops fall back to plain ones
     # The profile cascades add boxes (here a small false one) but keep the three frontal faces.
     with_profiles = FaceDetector("haar", haar_profile=True)(load_image(PHOTOS / THREE_FACES))
     assert _close(with_profiles[:3], boxes)
@@ -200,6 +202,96 @@ def test_crop_rejects_an_empty_box(happy_man):
         crop_face(happy_man, (10, 10, 10, 30))
 
 
+# ------------------------------------------------------------------------------- landmarks and aligned crops
+
+
+@pytest.mark.parametrize("name", SINGLE_FACE + [THREE_FACES])
+def test_landmarks_come_back_inside_the_box_in_the_faces_order(cnn_detector, name):
+    image = load_image(PHOTOS / name)
+    boxes = cnn_detector(image)
+    for box in boxes:
+        assert len(box.landmarks) == len(libfacedetection.LANDMARKS) == 5
+        for x, y in box.landmarks:
+            assert box.x0 <= x <= box.x1 and box.y0 <= y <= box.y1, (name, box)
+        (right_eye, left_eye, nose, right_mouth, left_mouth) = box.landmarks
+        # The person's right eye and mouth corner are on the image's left; eyes above the nose above the mouth.
+        assert right_eye[0] < left_eye[0] and right_mouth[0] < left_mouth[0]
+        assert max(right_eye[1], left_eye[1]) < nose[1] < min(right_mouth[1], left_mouth[1])
+        assert abs(box.eye_angle()) < 15  # upright portraits
+
+
+def test_find_faces_gives_the_landmarks_in_the_photos_own_pixels(cnn_detector, tmp_path):
+    """A photo read reduced (a big JPEG): boxes and landmarks both come back in its own pixels."""
+    photo = load_image(PHOTOS / "sad_man.jpg")
+    path = tmp_path / "big.jpg"
+    photo.resize((4 * photo.width, 4 * photo.height)).save(path, quality=95)
+    read, (box,), _ = find_faces(path, cnn_detector, max_side=photo.height, top_faces=1)
+    assert read.size == photo.size
+    (small,) = cnn_detector(read)[:1]
+    assert np.allclose(np.array(box.landmarks), 4 * np.array(small.landmarks), atol=0.5)
+
+
+def test_an_aligned_crop_turns_the_eyes_level():
+    """Two dark dots as the eyes, 27 degrees apart from level: in the aligned crop they are on one row, as far apart."""
+    pixels = np.full((200, 200), 128, dtype=np.uint8)
+    pixels[90:95, 70:75] = pixels[120:125, 130:135] = 0
+    eyes = ((72.5, 92.5), (132.5, 122.5))  # the dots' centres (pixel edges at integers)
+    box = Box(50, 50, 150, 170, 1.0, (*eyes, (100, 130), (80, 150), (120, 155)))
+    crop = np.asarray(crop_face(Image.fromarray(pixels).convert("RGB"), box, margin=0.0, align=True))
+    assert crop.shape == (110, 110)  # sqrt(100 * 120): the plain crop's side
+    dark = np.argwhere(crop < 64)  # (row, column) of the dots' pixels
+    on_the_left = dark[:, 1] < dark[:, 1].mean()
+    right_eye, left_eye = dark[on_the_left].mean(axis=0), dark[~on_the_left].mean(axis=0)
+    assert right_eye[0] == pytest.approx(left_eye[0], abs=0.5)  # level
+    assert left_eye[1] - right_eye[1] == pytest.approx(np.hypot(60, 30), abs=1)
+
+
+@pytest.mark.parametrize("degrees", [20, -20])
+def test_an_aligned_crop_of_a_turned_photo_is_close_to_that_of_the_upright_photo(cnn_detector, degrees):
+    upright = load_image(PHOTOS / "sad_man.jpg")
+    turned = upright.convert("RGB").rotate(degrees, Image.Resampling.BILINEAR, expand=True)  # counterclockwise
+    (box,), (upright_box,) = cnn_detector(turned)[:1], cnn_detector(upright)[:1]
+    assert box.eye_angle() == pytest.approx(upright_box.eye_angle() - degrees, abs=6)  # the landmarks turned too
+
+    def centre_difference(face: Image.Image) -> float:
+        """Mean pixel difference from the upright photo's aligned crop, over the face itself (not the corners
+        the turn filled with black)."""
+        middle = slice(12, 36)
+        reference = np.asarray(crop_face(upright, upright_box, size=48, align=True), float)
+        return float(np.abs(np.asarray(face, float)[middle, middle] - reference[middle, middle]).mean())
+
+    aligned, plain = crop_face(turned, box, size=48, align=True), crop_face(turned, box, size=48)
+    assert centre_difference(aligned) < 0.7 * centre_difference(plain)
+
+
+def test_an_aligned_crop_of_level_eyes_is_the_plain_crop():
+    """Eyes already level: no turn, the same square, the same pixels (also where it runs past the border)."""
+    pixels = np.random.default_rng(0).integers(0, 256, (80, 100), dtype=np.uint8)
+    image = Image.fromarray(pixels).convert("RGB")
+    level = ((30.0, 40.0), (50.0, 40.0), (40.0, 50.0), (32.0, 60.0), (48.0, 60.0))
+    for box in (Box(20, 30, 60, 70, 1.0), Box(-20, 10, 20, 50, 1.0), Box(70, 50, 110, 90, 1.0)):
+        with_landmarks = Box(*box.as_tuple(), box.score, level)
+        assert with_landmarks.eye_angle() == 0
+        plain = np.asarray(crop_face(image, box, margin=0.0))
+        assert np.array_equal(np.asarray(crop_face(image, with_landmarks, margin=0.0, align=True)), plain)
+
+
+def test_align_without_landmarks_falls_back_to_the_plain_crop(happy_man):
+    box = Box(100, 60, 180, 160, 1.0)  # as the Haar cascade gives it: no landmarks
+    assert box.landmarks is None and box.eye_angle() is None
+    plain = np.asarray(crop_face(happy_man, box, size=48))
+    assert np.array_equal(np.asarray(crop_face(happy_man, box, size=48, align=True)), plain)
+    assert np.array_equal(np.asarray(crop_face(happy_man, box.as_tuple(), size=48, align=True)), plain)
+
+
+def test_the_aligned_crop_repeats_edge_pixels_past_the_border():
+    """A face at the image's corner, turned: every pixel of the square is one of the image's, none black."""
+    image = Image.new("RGB", (60, 60), (200, 200, 200))
+    eyes = ((2.0, 10.0), (22.0, 20.0))  # turned about 27 degrees
+    crop = np.asarray(crop_face(image, Box(0, 0, 30, 30, 1.0, (*eyes, (12, 20), (5, 26), (18, 30))), align=True))
+    assert (crop == 200).all()
+
+
 # ------------------------------------------------------------------------------- recognizer
 
 
@@ -227,13 +319,14 @@ def count_forward_passes(model):
     return calls, handle
 
 
-def test_recognizer_scores_every_face_in_one_batch(recognizer):
+def test_recognizer_scores_every_face_in_one_pass(recognizer):
     calls, handle = count_forward_passes(recognizer.model)
     try:
         results = recognizer(PHOTOS / THREE_FACES)
     finally:
         handle.remove()
-    assert len(calls) == 1 and len(results) == 3
+    # One pass for the three faces, one for the mirrors of those it is unsure of (an untrained model: all).
+    assert len(calls) == 2 and len(results) == 3
     areas = [(r["box"][2] - r["box"][0]) * (r["box"][3] - r["box"][1]) for r in results]
     assert areas == sorted(areas, reverse=True)
     for result in results:
@@ -263,7 +356,7 @@ def test_recognizer_batch_matches_single_calls(recognizer):
         batched = recognizer.predict_batch(sources)
     finally:
         handle.remove()
-    assert len(calls) == 1 and [len(r) for r in batched] == [1, 1, 3, 0]
+    assert len(calls) == 2 and [len(r) for r in batched] == [1, 1, 3, 0]  # the faces, then unsure ones' mirrors
     for source, results in zip(sources, batched):
         single = recognizer(source)
         assert [r["box"] for r in single] == [r["box"] for r in results]
@@ -288,17 +381,17 @@ def test_recognizer_crops_with_find_faces(recognizer):
 
 @pytest.mark.parametrize("model_name", ["tiny-vit", "fer2013-cnn"])
 def test_flip_tta_gives_a_face_and_its_mirror_the_same_scores(model_name):
-    """flip_tta (the default) averages each crop with its mirror; off, the crops are classified as they are."""
+    """flip_tta with flip_margin 1 averages every crop with its mirror; off, the crops are classified as they are."""
     if model_name == "tiny-vit":
         model, processor = tiny_vit(FER_LABELS)  # the eager runtime
     else:
         model, processor = load_classifier(ROOT / "models" / model_name)  # int8, bf16 or fp32 TorchScript
-    on = FaceExpressionRecognizer(model, processor, batch_size=4)
+    on = FaceExpressionRecognizer(model, processor, batch_size=4, flip_margin=1.0)
     off = FaceExpressionRecognizer(model, processor, batch_size=4, flip_tta=False)
     assert on.flip_tta and not off.flip_tta
     crops = [crop for name in SINGLE_FACE + [THREE_FACES] for crop in find_faces(PHOTOS / name, on.detector)[2]]
     mirrors = [ImageOps.mirror(crop) for crop in crops]
-    faces = crops + mirrors  # 12 faces: 6 forward passes of 2 crops and their mirrors, or (off) 3 of 4 crops
+    faces = crops + mirrors  # 12 faces: 3 forward passes of 4 crops (and, on, 3 of their 4 mirrors)
     averaged, plain = on.classify(faces), off.classify(faces)
     np.testing.assert_allclose(averaged[:6], averaged[6:], atol=1e-6)
     assert np.abs(plain[:6] - plain[6:]).max() > 1e-3  # the model itself tells a face from its mirror
@@ -307,6 +400,39 @@ def test_flip_tta_gives_a_face_and_its_mirror_the_same_scores(model_name):
     mode = "L" if model.config.num_channels == 1 else "RGB"
     batches = [[face.convert(mode) for face in faces[i : i + 4]] for i in range(0, 12, 4)]
     np.testing.assert_array_equal(plain, np.concatenate([off.runtime(batch) for batch in batches]))
+
+
+def test_flip_tta_mirrors_only_the_unsure_faces(fer_rows):
+    """By default only crops whose top two classes are within flip_margin are averaged with their mirror;
+    the others keep their own scores, and the mirrors go through the model only for the unsure ones."""
+    model, processor = load_classifier(ROOT / "models" / "fer2013-cnn")
+    crops = [crop for name in SINGLE_FACE + [THREE_FACES] for crop in find_faces(PHOTOS / name, FaceDetector())[2]]
+    crops += [Image.fromarray(pixels) for pixels, _, _ in fer_rows]  # 60 real FER-2013 faces
+    default = FaceExpressionRecognizer(model, processor, batch_size=128)
+    off = FaceExpressionRecognizer(model, processor, batch_size=128, flip_tta=False)
+    every = FaceExpressionRecognizer(model, processor, batch_size=128, flip_margin=1.0)
+    assert default.flip_tta and default.flip_margin == FLIP_MARGIN
+    plain, averaged = off.classify(crops), every.classify(crops)
+    top_two = np.sort(plain, axis=1)[:, -2:]
+    unsure = top_two[:, 1] - top_two[:, 0] < FLIP_MARGIN
+    assert 0 < unsure.sum() < len(crops)  # both kinds among these real faces
+    passes = []
+    default.runtime = _counting(default.runtime, passes)
+    result = default.classify(crops)
+    np.testing.assert_allclose(result[~unsure], plain[~unsure], atol=1e-6)
+    np.testing.assert_allclose(result[unsure], averaged[unsure], atol=1e-6)
+    assert passes == [len(crops), int(unsure.sum())]
+    with pytest.raises(ValueError, match="flip_margin"):
+        FaceExpressionRecognizer(model, processor, flip_margin=1.5)
+
+
+def _counting(runtime, passes: list):
+    """A runtime that records how many faces each forward pass got."""
+    def classify(faces):
+        passes.append(len(faces))
+        return runtime(faces)
+    classify.labels = runtime.labels
+    return classify
 
 
 def test_recognizer_with_a_grayscale_two_class_model():
@@ -335,6 +461,55 @@ def test_the_crop_margin_travels_with_the_model(tmp_path):
     reloaded.face_crop_margin = "wide"
     with pytest.raises(ValueError, match="face_crop_margin"):
         FaceExpressionRecognizer(model, reloaded)
+
+
+def test_face_alignment_travels_with_the_model(tmp_path, cnn_detector):
+    """A processor's `face_align` (saved in preprocessor_config.json) decides whether its faces are aligned."""
+    model, processor = tiny_vit(["happy", "sad"], num_channels=1)
+    assert FaceExpressionRecognizer(model, processor).align is DEFAULT_ALIGN  # a processor without one
+    processor.face_align = True
+    processor.save_pretrained(tmp_path)
+    reloaded = type(processor).from_pretrained(tmp_path)
+    assert faces.face_align(reloaded) is True
+    aligned = FaceExpressionRecognizer(model, reloaded, cnn_detector)
+    assert aligned.align is True
+    assert FaceExpressionRecognizer(model, reloaded, align=False).align is False  # an explicit choice still wins
+    seen = []
+    aligned.classify = lambda crops: seen.extend(crops) or np.full((len(crops), 2), 0.5)
+    aligned(PHOTOS / "sad_child.jpg")  # a tilted face: aligned and plain crops differ
+    image, (box,), _ = find_faces(PHOTOS / "sad_child.jpg", cnn_detector, max_side=aligned.max_side, top_faces=1)
+    assert np.array_equal(np.asarray(seen[0]), np.asarray(crop_face(image, box, aligned.margin, align=True)))
+    assert not np.array_equal(np.asarray(seen[0]), np.asarray(crop_face(image, box, aligned.margin)))
+    reloaded.face_align = "yes"
+    with pytest.raises(ValueError, match="face_align"):
+        FaceExpressionRecognizer(model, reloaded)
+
+
+def test_predict_and_evaluate_align_faces_when_asked_else_as_the_model_says(tmp_path, monkeypatch, cnn_detector):
+    """`--align_faces [true|false]` overrides the model's `face_align`; without it the model's (here: none, plain)."""
+    import json
+
+    import fer_hf.data
+    from fer_hf.__main__ import main as cli
+
+    folder, photo = ROOT / "models" / "fer2013-cnn-fast", PHOTOS / "sad_child.jpg"  # a tilted face
+    scores = {}
+    for flags in ([], ["--align_faces"], ["--align_faces", "false"]):
+        output = tmp_path / f"results{len(flags)}.json"
+        assert cli(["predict", str(photo), "--model", str(folder), "--output", str(output), *flags]) == 0
+        scores[" ".join(flags)] = json.loads(output.read_text())["rows"][0]["scores"]
+    model, processor = load_classifier(folder)
+    for align, flags in ((False, ["", "--align_faces false"]), (True, ["--align_faces"])):
+        expected = FaceExpressionRecognizer(model, processor, align=align)(photo)[0]["scores"]
+        assert all(scores[flag] == pytest.approx(expected, abs=1e-6) for flag in flags), align
+    assert scores[""] != pytest.approx(scores["--align_faces"], abs=1e-4)
+
+    calls, crop_faces = [], fer_hf.data.crop_faces
+    recorded = lambda dataset, **options: calls.append(options) or crop_faces(dataset, **options)  # noqa: E731
+    monkeypatch.setattr(fer_hf.data, "crop_faces", recorded)
+    for flags, align in (([], False), (["--align_faces"], True), (["--align_faces", "false"], False)):
+        assert cli(["evaluate", str(folder), "--dataset_name", str(FER_FIXTURE_DIR), "--crop_faces", *flags]) == 0
+        assert calls[-1]["align"] is align, flags
 
 
 def test_big_rotated_jpeg_is_read_reduced_with_boxes_in_its_own_pixels(tmp_path, recognizer):

@@ -144,7 +144,7 @@ def test_the_happy_sad_test_split_gets_predicts_labels(tmp_path):
 
     from fer_hf.data import load_photo_folder
 
-    model = ROOT / "models" / "happy-sad-cnn"
+    model = MODEL  # real photos of many kinds, through the default model's seven classes
     split = load_photo_folder(HAPPY_SAD_DIR)["test"].cast_column("image", ImageFeature(decode=False))
     photos = [row["path"] for row in split["image"]]
     assert len(photos) == 46
@@ -220,6 +220,25 @@ def test_with_fer_hf_the_packages_own_pipeline_runs_without_remote_code(fer):
     assert type(own.model).__module__ == "fer_hf.modeling_fer"
     assert type(fer).__module__.startswith("transformers_modules.")  # the fixture runs the folder's copy
     assert_same_faces(own(str(PHOTOS[1])), fer(str(PHOTOS[1])))
+
+
+def test_the_pipeline_aligns_faces_as_the_models_processor_says():
+    """`face_align` in the processor (or the pipeline's align_faces) turns the eyes level, as the recognizer does."""
+    from fer_hf.faces import FaceExpressionRecognizer
+    from fer_hf.hub import load_classifier
+    from fer_hf.pipeline_fer import FacialExpressionRecognitionPipeline
+
+    model, processor = load_classifier(str(MODEL))
+    processor.face_align = True
+    aligned = FacialExpressionRecognitionPipeline(model=model, image_processor=processor)
+    plain = FacialExpressionRecognitionPipeline(model=model, image_processor=processor, align_faces=False)
+    assert aligned.align and not plain.align
+    photo = str(PHOTOS[2])  # sad_child.jpg: a tilted face
+    for fer, align in ((aligned, True), (plain, False)):
+        (face,) = fer(photo)
+        (expected,) = FaceExpressionRecognizer(model, processor, fer.detector, runtime="eager", align=align)(photo)
+        assert face["scores"] == pytest.approx(expected["scores"], abs=1e-5), align
+    assert aligned(photo)[0]["scores"] != pytest.approx(plain(photo)[0]["scores"], abs=1e-3)
 
 
 def test_the_image_classification_pipeline_still_classifies_face_crops(fer):
@@ -336,3 +355,10 @@ class _serve:
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
     def log_message(self, format, *args):  # noqa: A002 - keep the test output clean
         pass
+
+
+def test_the_pipeline_mirrors_where_the_recognizer_does():
+    """The folder's pipeline cannot import fer_hf, so it keeps its own copy of the mirror margin."""
+    from fer_hf import faces, pipeline_fer
+
+    assert pipeline_fer.FLIP_MARGIN == faces.FLIP_MARGIN

@@ -160,16 +160,22 @@ def test_happy_sad_photos_train_with_a_test_split(tmp_path, photo_folder):
 
 @requires_shared
 def test_another_training_seed_holds_out_the_same_photos(tmp_path):
-    # Needs the full photo folder: it reproduces the test figure the bundled model's card reports, which was
-    # measured on that folder's held-out photos.
+    # Needs the full photo folder: its 46 held-out photos tell one split from another, a fixture's 4 hardly.
     # FAST trains with --seed 0. The photo folder must still split with 42, as `evaluate` does: otherwise a
-    # run with another seed would train on photos of the held-out test split. Scoring the bundled model
-    # unchanged (no epochs, no recompute) must therefore give the test figure its card reports.
-    out, bundled = tmp_path / "scored", ROOT / "models" / "happy-sad-cnn"
-    _train("--dataset_name", HAPPY_SAD_DIR, "--crop_faces", "true", "--output_dir", out, "--model_name_or_path",
-           bundled, "--num_train_epochs", "0", "--recompute_batch_norm", "false")
+    # run with another seed would train on photos of the held-out test split. The bundled default, its head
+    # cut to its happy and sad rows and left unchanged (no epochs, no recompute), must therefore score the
+    # test split as `evaluate --labels happy sad` scores the 7-class model there, cropped with its margin.
+    out, bundled = tmp_path / "scored", ROOT / "models" / "fer2013-cnn"
+    margin = json.loads((bundled / "preprocessor_config.json").read_text())["face_crop_margin"]
+    _train("--dataset_name", HAPPY_SAD_DIR, "--crop_faces", "true", "--face_crop_margin", str(margin), "--output_dir",
+           out, "--model_name_or_path", bundled, "--num_train_epochs", "0", "--recompute_batch_norm", "false")
     scored = json.loads((out / "test_report.json").read_text())["metrics"]
-    assert scored == json.loads((bundled / "test_report.json").read_text())["metrics"]
+    evaluated = run_python(["-m", "fer_hf", "evaluate", bundled, "--dataset_name", HAPPY_SAD_DIR, "--split", "test",
+                            "--crop_faces", "--labels", "happy", "sad", "--json"])
+    printed = json.loads(evaluated.stdout.strip().splitlines()[-1])
+    assert scored["samples"] == printed["samples"] == 46
+    assert scored["accuracy"] == pytest.approx(printed["accuracy"], abs=1e-9)
+    assert scored["macro_f1"] == pytest.approx(printed["macro_f1"], abs=1e-9)
 
 
 def test_photos_are_added_to_fer_rows_as_face_crops(tmp_path, photo_folder):
@@ -310,7 +316,7 @@ def test_a_second_run_into_a_busy_output_dir_is_refused(tmp_path):
 
 
 def test_bad_flags_are_refused_by_name_before_anything_is_loaded(tmp_path, photo_folder):
-    happy_sad = str(ROOT / "models" / "happy-sad-cnn")
+    teacher = str(ROOT / "models" / "fer2013-cnn-fast")
     data = ["--dataset_name", FER_FIXTURE_DIR]
     cases = {
         "--mixup_alpha -0.2: must be 0 (off) or positive": [*data, "--mixup_alpha", "-0.2"],
@@ -323,7 +329,7 @@ def test_bad_flags_are_refused_by_name_before_anything_is_loaded(tmp_path, photo
         "--label_distribution cannot be combined with --add_train_dataset": [
             *data, "--label_distribution", "ferplus", "--add_train_dataset", photo_folder],
         "already smooths the targets": [*data, "--label_distribution", "ferplus", "--label_smoothing_factor", "0.1"],
-        "--teacher_models and --label_distribution teacher go together": [*data, "--teacher_models", happy_sad],
+        "--teacher_models and --label_distribution teacher go together": [*data, "--teacher_models", teacher],
         "go together: give both or neither": [*data, "--label_distribution", "teacher"],
     }
     ends = _refusals(tmp_path, list(cases.values()))
@@ -339,17 +345,19 @@ def test_bad_flags_are_refused_by_name_before_anything_is_loaded(tmp_path, photo
 def test_the_same_labels_in_another_order_keep_their_rows():
     from transformers import AutoModelForImageClassification
 
+    from fer_hf import FER2013_LABELS
     from fer_hf.training import head_from_parent_labels
 
-    parent = ROOT / "models" / "happy-sad-cnn"  # happy, sad
+    parent = ROOT / "models" / "fer2013-cnn"  # the 7 FER-2013 classes
+    labels = list(reversed(FER2013_LABELS))  # the same classes, last first
     as_saved = AutoModelForImageClassification.from_pretrained(parent).classifier
-    model = AutoModelForImageClassification.from_pretrained(parent, id2label={0: "sad", 1: "happy"},
-                                                            label2id={"sad": 0, "happy": 1})
-    assert torch.equal(model.classifier.weight, as_saved.weight)  # from_pretrained alone: happy's row called sad
-    assert head_from_parent_labels(str(parent), model, ["sad", "happy"], {}) == ["sad", "happy"]
-    assert torch.equal(model.classifier.weight, as_saved.weight[[1, 0]])
-    assert torch.equal(model.classifier.bias, as_saved.bias[[1, 0]])
-    assert head_from_parent_labels(str(parent), model, ["happy", "sad"], {}) == []  # as the parent: nothing to do
+    model = AutoModelForImageClassification.from_pretrained(parent, id2label=dict(enumerate(labels)),
+                                                            label2id={name: i for i, name in enumerate(labels)})
+    assert torch.equal(model.classifier.weight, as_saved.weight)  # from_pretrained alone: angry's row called neutral
+    assert head_from_parent_labels(str(parent), model, labels, {}) == labels
+    assert torch.equal(model.classifier.weight, as_saved.weight.flip(0))
+    assert torch.equal(model.classifier.bias, as_saved.bias.flip(0))
+    assert head_from_parent_labels(str(parent), model, list(FER2013_LABELS), {}) == []  # as the parent: nothing to do
 
 
 def test_redact_hides_the_token_and_hub_id_tells_repo_ids_from_folders(tmp_path):
@@ -570,7 +578,7 @@ def test_teacher_label_distribution_trains_on_the_teachers_mean_probabilities(tm
 
     data = _ferplus_fixture(tmp_path / "fer", meta=False, train_rows=96)
     out = tmp_path / "student"
-    teachers = [str(ROOT / "models" / "fer2013-cnn-fast"), str(ROOT / "models" / "happy-sad-cnn")]
+    teachers = [str(ROOT / "models" / "fer2013-cnn-fast"), str(ROOT / "models" / "fer2013-cnn")]
     # fp32 (no bf16 fast path), so the teachers' probabilities can be recomputed here to float precision.
     command = ["--dataset_name", data, "--output_dir", out, "--labels", "happy", "sad", "--label_smoothing_factor",
                "0", "--label_distribution", "teacher", "--teacher_models", *teachers, "--cpu_fast_path", "false",
@@ -602,8 +610,82 @@ def test_teacher_label_distribution_trains_on_the_teachers_mean_probabilities(tm
 
 def test_teacher_models_must_know_the_datasets_classes(tmp_path):
     # The pairing of --teacher_models with --label_distribution teacher is checked with the other flags above.
-    happy_sad = str(ROOT / "models" / "happy-sad-cnn")
+    from tests.apptools import save_tiny_model
+
+    happy_sad = str(save_tiny_model(tmp_path / "happy-sad", ["happy", "sad"]))  # knows two of the seven classes
     [end] = _refusals(tmp_path, [["--dataset_name", FER_FIXTURE_DIR, "--label_distribution", "teacher",
                                   "--teacher_models", happy_sad, "--label_smoothing_factor", "0",
                                   "--max_train_samples", "32", "--max_steps", "1"]])
     assert end.startswith("ValueError: ") and "no class ['angry'" in end, end
+
+
+# --- class-balanced loss, FER+ votes for chosen classes, device augmentation -----------------------
+
+
+def test_class_weights_make_the_mean_training_row_weigh_one():
+    from fer_hf.training import class_weights, soft_target_cross_entropy
+
+    labels = np.array([0] * 8 + [1] * 2 + [2] * 6)  # class 3 has no rows
+    assert class_weights(labels, 4, "none") is None
+    for weighting, power in (("inverse", 1.0), ("inverse_sqrt", 0.5)):
+        weights = class_weights(labels, 4, weighting)
+        counts = np.array([8, 2, 6, 0])
+        assert weights[3] == 0 and np.isclose((weights.numpy() * counts).sum() / counts.sum(), 1)
+        # count ** -power, up to the common scale: the rare class weighs (8 / 2) ** power times the common one.
+        assert np.isclose(weights[1] / weights[0], 4**power)
+    # The loss weighs each class's term: a row of class c counts w_c times, for class ids and distributions alike.
+    weights = class_weights(labels, 4, "inverse")
+    logits = torch.tensor([[2.0, 0.0, -1.0, 0.5], [0.5, 0.5, 1.0, 0.0]])
+    ids = torch.tensor([0, 1])
+    plain = torch.nn.functional.cross_entropy(logits, ids, reduction="none")
+    expected = (weights[ids] * plain).mean()
+    outputs = {"logits": logits}
+    assert torch.isclose(soft_target_cross_entropy(outputs, ids, class_weights=weights), expected)
+    assert torch.isclose(soft_target_cross_entropy(outputs, torch.eye(4)[ids], class_weights=weights), expected)
+
+
+def test_fer_plus_votes_can_be_given_to_chosen_classes_only():
+    from datasets import ClassLabel, Dataset, Features, Sequence, Value
+
+    from fer_hf.data import DataError
+    from fer_hf.training import add_soft_targets
+
+    features = Features({"label": ClassLabel(names=["a", "b", "c"]), "ferplus_votes": Sequence(Value("float32"))})
+    rows = Dataset.from_dict({"label": [0, 1, 2], "ferplus_votes": [[0.5, 0.5, 0]] * 3}, features=features)
+    common = {"label_distribution": "ferplus", "weight": 0.5, "label_smoothing": 0.0, "teacher_models": None,
+              "training_args": None}
+    targets = add_soft_targets(rows, distribution_classes=["b", "c"], **common)["target"]
+    np.testing.assert_allclose(targets, [[1, 0, 0], [0.25, 0.75, 0], [0.25, 0.25, 0.5]], atol=1e-6)
+    with pytest.raises(DataError, match=r"--label_distribution_classes \['x'\]"):
+        add_soft_targets(rows, distribution_classes=["x"], **common)
+
+
+def test_the_new_flags_are_refused_by_name_when_they_cannot_work(tmp_path):
+    data = ["--dataset_name", FER_FIXTURE_DIR]
+    cases = {
+        "--random_erasing is part of the device augmentation": [*data, "--random_erasing", "0.25"],
+        "--random_erasing 1.5: a probability must be in [0, 1]": [*data, "--device_augment", "true",
+                                                                  "--random_erasing", "1.5"],
+        "--label_distribution_classes needs --label_distribution": [*data, "--label_distribution_classes", "fear"],
+    }
+    ends = _refusals(tmp_path, list(cases.values()))
+    for (message, case), end in zip(cases.items(), ends):
+        assert end.startswith("ValueError: ") and message in end, (case, end)
+
+
+def test_class_weighted_device_augmented_training_with_ferplus_votes_for_chosen_classes(tmp_path):
+    data = _ferplus_fixture(tmp_path / "fer")
+    out = tmp_path / "weighted"
+    _train("--dataset_name", data, "--output_dir", out, "--max_steps", "2", "--class_weighting", "inverse_sqrt",
+           "--label_distribution", "ferplus", "--label_distribution_classes", "disgust", "fear", "sad",
+           "--device_augment", "true", "--random_erasing", "0.5", "--mixup_alpha", "0.2", "--log_level", "info",
+           "--logging_steps", "1")
+    info = json.loads((out / "run_info.json").read_text())
+    assert info["steps"] == 2 and info["class_weighting"] == "inverse_sqrt"
+    assert info["label_distribution_classes"] == ["disgust", "fear", "sad"]
+    assert info["device_augment"] == {"random_erasing": 0.5} and info["tta_metrics"] is None
+    history = json.loads((out / "trainer_state.json").read_text())["log_history"]
+    assert all(np.isfinite(entry["loss"]) for entry in history if "loss" in entry)
+    # Trainer's own evaluation of the device-held validation faces is the reloaded model's report, as without it.
+    report = json.loads((out / "validation_report.json").read_text())["metrics"]
+    assert abs(json.loads((out / "eval_results.json").read_text())["eval_accuracy"] - report["accuracy"]) <= 2 / 32

@@ -104,6 +104,43 @@ def test_every_nth_frame_is_analysed_and_every_frame_is_written(recognizer, tmp_
     assert read_video(out)["frames"] == 10
 
 
+def test_faces_followed_between_searches_keep_their_landmarks(recognizer):
+    """Between whole-frame searches a face is found near its last box: its landmarks come along, in the frame's pixels."""
+    from fer_hf.video import _FaceFollower
+
+    if recognizer.detector.backend != "libfacedetection":
+        pytest.skip("the Haar fallback gives no landmarks")
+    frame = Image.open(GROUP).convert("RGB")
+    follower = _FaceFollower(recognizer.detector, redetect=10)
+    searched = follower(frame, 0.0)
+    followed = follower(frame, 0.1)  # within `redetect`: found near the boxes of the search
+    assert len(followed) == len(searched) == 3
+    for box in followed:
+        (twin,) = [other for other in searched if other.iou(box) > 0.5]
+        assert np.abs(np.array(box.landmarks) - np.array(twin.landmarks)).max() < 0.15 * twin.width
+
+
+def test_an_aligning_recognizer_aligns_the_faces_of_videos(recognizer, tmp_path):
+    """Its `align` reaches the video's crops: a tilted face's crops differ from the plain ones."""
+    import copy
+
+    video = write_video(tmp_path / "child.mp4", still_frames(PHOTOS / "sad_child.jpg", 3), fps=10)
+    crops = {}
+    for align in (False, True):
+        seen = crops[align] = []
+        aligning = copy.copy(recognizer)
+        aligning.align = align
+        aligning.classify = lambda faces, seen=seen, run=aligning.classify: seen.extend(faces) or run(faces)
+        assert [len(r.faces) for r in analyze_video(aligning, video)] == [1, 1, 1]
+    for plain, aligned in zip(crops[False], crops[True]):
+        assert plain.size == aligned.size and _centre_difference(plain, aligned) > 2  # same frame and box: the turn
+
+
+def _centre_difference(a: Image.Image, b: Image.Image) -> float:
+    middle = (slice(a.height // 4, 3 * a.height // 4), slice(a.width // 4, 3 * a.width // 4))
+    return float(np.abs(np.asarray(a, float)[middle] - np.asarray(b, float)[middle]).mean())
+
+
 def test_variable_frame_rate_times_come_from_each_frame(recognizer, tmp_path):
     times = [0, 0.04, 0.08, 0.5, 0.54, 1.3, 1.32, 2.0]
     video = write_video(tmp_path / "vfr.mp4", still_frames(ONE, len(times)), times=times)

