@@ -197,7 +197,7 @@ class ModelArguments:
         default=None,
         metadata={"choices": ["mirror", "ten_crop"],
                   "help": "Also score the saved model with test-time augmentation and write {split}_{view}_report.json "
-                  "for each view: `mirror` (each face averaged with its mirror, as the demo runs), `ten_crop` (the "
+                  "for each view: `mirror` (each face averaged with its mirror, as evaluate --flip_tta does), `ten_crop` (the "
                   "probabilities of 5 crops of a 1/0.9 enlarged face, corners and centre, and their mirrors, "
                   "averaged). run_info.json keeps them as tta_metrics."},
     )

@@ -21,6 +21,7 @@ from PIL import ImageOps
 
 from common import machine, write_table  # first: puts the repo root on sys.path for fer_hf
 import fer_hf  # noqa: F401  (registers the FER CNN)
+from fer_hf.faces import top_two_margin  # the recognizer's measure of an unsure face
 from fer_hf.inference import InferenceRunner
 from transformers import AutoImageProcessor, AutoModelForImageClassification
 
@@ -29,15 +30,9 @@ PUBLICTEST = ROOT.parent / "shared" / "data" / "fer2013" / "publictest.parquet"
 GRID = (0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.5, 0.6, 0.8, 1.0)
 
 
-def margins(probabilities: np.ndarray) -> np.ndarray:
-    """Top class minus the runner-up, per face."""
-    top_two = np.sort(probabilities, axis=1)[:, -2:]
-    return top_two[:, 1] - top_two[:, 0]
-
-
 def accuracy_at(margin: float, single: np.ndarray, mirrored: np.ndarray, truth: np.ndarray) -> tuple[float, float]:
     """(accuracy, share of faces mirrored) when faces with a margin below `margin` are mirror-averaged."""
-    use = margins(single) < margin
+    use = top_two_margin(single) < margin
     probabilities = np.where(use[:, None], (single + mirrored) / 2, single)
     return float((probabilities.argmax(1) == truth).mean()), float(use.mean())
 

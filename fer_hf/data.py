@@ -19,6 +19,7 @@ import logging
 import math
 import random
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -419,22 +420,64 @@ def crop_faces(
 # --- transforms ---------------------------------------------------------------------------------
 
 
-def augment(image: Image.Image, rng: random.Random) -> Image.Image:
+@dataclass(frozen=True)
+class FaceAugmentation:
+    """The ranges the training augmentation draws from: `augment` here (PIL, the default path) and
+    `fer_hf.device_augment.augment_faces` (`--device_augment`) both read them. Random erasing is the device path's only.
+
+    Args:
+        crop_scale: Side of the random crop as a share of the face's (then resized back to full size).
+        flip: Probability of a horizontal flip.
+        rotation: Largest rotation, in degrees, either way (corners filled with black, as PIL fills them).
+        brightness: Pixels scaled by a factor in 1 +/- brightness.
+        contrast: Pixels moved from their image's mean by a factor in 1 +/- contrast.
+        erasing: Probability of random erasing: a box of `erasing_area` of the face set to the dataset
+            mean (0 after normalisation).
+        erasing_area: Share of the face a box covers (its aspect ratio drawn from 1/3 to 3).
+    """
+
+    crop_scale: tuple[float, float] = (0.8, 1.0)
+    flip: float = 0.5
+    rotation: float = 10.0
+    brightness: float = 0.2
+    contrast: float = 0.2
+    erasing: float = 0.0
+    erasing_area: tuple[float, float] = (0.02, 0.2)
+
+    def __post_init__(self):
+        low, high = self.crop_scale
+        if not 0 < low <= high <= 1:
+            raise ValueError(f"crop_scale {self.crop_scale}: need 0 < low <= high <= 1.")
+        for name in ("flip", "erasing"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ValueError(f"{name} {getattr(self, name)}: a probability must be in [0, 1].")
+        if not 0 <= self.brightness < 1 or not 0 <= self.contrast < 1:
+            raise ValueError(f"brightness {self.brightness}, contrast {self.contrast}: each must be in [0, 1).")
+        if not 0 < self.erasing_area[0] <= self.erasing_area[1] < 1:
+            raise ValueError(f"erasing_area {self.erasing_area}: need 0 < low <= high < 1.")
+
+
+TRAINING_AUGMENTATION = FaceAugmentation()
+
+
+def augment(image: Image.Image, rng: random.Random,
+            augmentation: FaceAugmentation = TRAINING_AUGMENTATION) -> Image.Image:
     """The training augmentation: random crop/shift, horizontal flip, small rotation, brightness/contrast.
 
     Mild on purpose: FER-2013 faces are already aligned crops, and strong distortions change
     expressions (a squeezed mouth reads as a different emotion).
     """
     width, height = image.size
-    scale = rng.uniform(0.8, 1.0)
+    scale = rng.uniform(*augmentation.crop_scale)
     crop_w, crop_h = max(1, round(width * scale)), max(1, round(height * scale))
     left, top = rng.randint(0, width - crop_w), rng.randint(0, height - crop_h)
     image = image.resize((width, height), Image.BILINEAR, box=(left, top, left + crop_w, top + crop_h))
-    if rng.random() < 0.5:
+    if rng.random() < augmentation.flip:
         image = image.transpose(Image.FLIP_LEFT_RIGHT)
-    image = image.rotate(rng.uniform(-10, 10), resample=Image.BILINEAR)
-    image = ImageEnhance.Brightness(image).enhance(rng.uniform(0.8, 1.2))
-    return ImageEnhance.Contrast(image).enhance(rng.uniform(0.8, 1.2))
+    image = image.rotate(rng.uniform(-augmentation.rotation, augmentation.rotation), resample=Image.BILINEAR)
+    brightness, contrast = augmentation.brightness, augmentation.contrast
+    image = ImageEnhance.Brightness(image).enhance(rng.uniform(1 - brightness, 1 + brightness))
+    return ImageEnhance.Contrast(image).enhance(rng.uniform(1 - contrast, 1 + contrast))
 
 
 def make_transform(
@@ -466,6 +509,8 @@ def make_transform(
 
 __all__ = [
     "DataError",
+    "FaceAugmentation",
+    "TRAINING_AUGMENTATION",
     "augment",
     "check_image_file",
     "class_counts",

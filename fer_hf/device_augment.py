@@ -5,8 +5,9 @@ device (28,709 FER-2013 faces are 66 MB). The DataLoader then hands out row numb
 `FerTrainer` gathers each batch from the tensor and augments it on the device (`augment_faces`): a GPU
 is no longer fed by a Python loop over PIL images.
 
-The augmentation is `fer_hf.data.augment`'s, vectorised: a random crop resized back (one affine warp
-that also flips and rotates), brightness and contrast, and optionally random erasing. Its random
+The augmentation is `fer_hf.data.augment`'s, vectorised, with the same `FaceAugmentation` ranges: a
+random crop resized back (one affine warp that also flips and rotates), brightness and contrast, and
+optionally random erasing. Its random
 numbers come from the device's global generator, which `--seed` seeds and Trainer checkpoints: the
 same seed gives the same batches, and a resumed run goes on as the uninterrupted one would.
 """
@@ -14,48 +15,13 @@ same seed gives the same batches, and a resumed run goes on as the uninterrupted
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from datasets import Dataset
 
-
-@dataclass(frozen=True)
-class FaceAugmentation:
-    """The ranges `augment_faces` draws from; the defaults are `fer_hf.data.augment`'s.
-
-    Args:
-        crop_scale: Side of the random crop as a share of the face's (then resized back to full size).
-        flip: Probability of a horizontal flip.
-        rotation: Largest rotation, in degrees, either way (corners filled with black, as PIL fills them).
-        brightness: Pixels scaled by a factor in 1 +/- brightness.
-        contrast: Pixels moved from their image's mean by a factor in 1 +/- contrast.
-        erasing: Probability of random erasing: a box of `erasing_area` of the face set to the dataset
-            mean (0 after normalisation).
-        erasing_area: Share of the face a box covers (its aspect ratio drawn from 1/3 to 3).
-    """
-
-    crop_scale: tuple[float, float] = (0.8, 1.0)
-    flip: float = 0.5
-    rotation: float = 10.0
-    brightness: float = 0.2
-    contrast: float = 0.2
-    erasing: float = 0.0
-    erasing_area: tuple[float, float] = (0.02, 0.2)
-
-    def __post_init__(self):
-        low, high = self.crop_scale
-        if not 0 < low <= high <= 1:
-            raise ValueError(f"crop_scale {self.crop_scale}: need 0 < low <= high <= 1.")
-        for name in ("flip", "erasing"):
-            if not 0 <= getattr(self, name) <= 1:
-                raise ValueError(f"{name} {getattr(self, name)}: a probability must be in [0, 1].")
-        if not 0 <= self.brightness < 1 or not 0 <= self.contrast < 1:
-            raise ValueError(f"brightness {self.brightness}, contrast {self.contrast}: each must be in [0, 1).")
-        if not 0 < self.erasing_area[0] <= self.erasing_area[1] < 1:
-            raise ValueError(f"erasing_area {self.erasing_area}: need 0 < low <= high < 1.")
+from .data import FaceAugmentation  # the ranges, shared with the PIL path
 
 
 def draw_parameters(batch: int, augmentation: FaceAugmentation, device: torch.device | str,

@@ -67,6 +67,12 @@ def label_indices(labels: Sequence[str], names: Sequence[str], model_name: str =
     return [labels.index(name) for name in names]
 
 
+def top_two_margin(probabilities: np.ndarray) -> np.ndarray:
+    """How far each row's top class leads the runner-up (faces x classes -> faces): `flip_margin`'s measure."""
+    top_two = np.sort(probabilities, axis=-1)[..., -2:]
+    return top_two[..., 1] - top_two[..., 0]
+
+
 def restrict_probabilities(probabilities: np.ndarray, indices: Sequence[int]) -> np.ndarray:
     """The columns `indices` of class probabilities (... x classes), renormalised to sum to 1 (float32).
 
@@ -225,8 +231,7 @@ class FaceExpressionRecognizer:
             probabilities = self.runtime(batch)
             if self.flip_tta:
                 # Only the faces whose top two classes are close gain from their mirror image's opinion.
-                top_two = np.sort(probabilities, axis=1)[:, -2:]
-                unsure = np.flatnonzero(top_two[:, 1] - top_two[:, 0] < self.flip_margin)
+                unsure = np.flatnonzero(top_two_margin(probabilities) < self.flip_margin)
                 if len(unsure):
                     mirrored = self.runtime([ImageOps.mirror(batch[i]) for i in unsure])
                     probabilities[unsure] = (probabilities[unsure] + mirrored) / 2
@@ -283,4 +288,4 @@ def draw_captioned_box(
 
 __all__ = ["BACKENDS", "DEFAULT_MARGIN", "DEFAULT_READ_SIDE", "Box", "FaceDetector", "FaceExpressionRecognizer",
            "ImageReadError", "ImageSource", "crop_face", "draw_captioned_box", "face_align", "face_crop_margin",
-           "find_faces", "label_indices", "load_image", "restrict_probabilities"]
+           "find_faces", "label_indices", "load_image", "restrict_probabilities", "top_two_margin"]

@@ -632,9 +632,9 @@ def write_tta_reports(output_dir: str | Path, dataset: DatasetDict, labels: list
                       batch_size: int = 256, device: torch.device | str = "cpu") -> dict[str, dict[str, dict]]:
     """Scores the saved model with test-time augmentation and writes `{split}_{view}_report.json`/`.txt`.
 
-    Views: `mirror` (each face averaged with its mirror image, as the demo runs) and `ten_crop` (the
-    probabilities of ten views averaged, `fer_hf.evaluation.ten_crops`). Loaded back as `write_split_reports`
-    loads the model, but scored on `device`: ten views of every face are minutes of a CPU on a GPU machine.
+    Views: `mirror` (each face's logits averaged with its mirror image's, as `evaluate --flip_tta` does) and
+    `ten_crop` (the probabilities of ten views averaged, `fer_hf.evaluation.ten_crops`). Loaded back as
+    `write_split_reports` loads the model, but scored on `device`: ten views of every face would take a CPU minutes.
 
     Returns:
         `{view: {split: metrics}}`; empty without views.
