@@ -35,9 +35,10 @@ from gradio.utils import get_upload_folder
 from PIL import Image, ImageDraw, ImageFont
 from transformers.hf_argparser import string_to_bool
 
-from fer_hf.faces import FaceDetector, FaceExpressionRecognizer, draw_captioned_box
+from fer_hf.drawing import draw_captioned_box
+from fer_hf.faces import FaceDetector, FaceExpressionRecognizer
 from fer_hf.hub import explain_hub_error, find_model, load_classifier
-from fer_hf.images import load_image
+from fer_hf.model.images import load_image
 from fer_hf.predict import predict_video, write_results
 from fer_hf.tracking import FaceTracker
 from fer_hf.video import VIDEO_EXTENSIONS, Timeline, VideoReadError, probe

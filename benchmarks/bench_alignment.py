@@ -34,7 +34,7 @@ from common import ROOT, machine, write_table  # first: puts the repo root on sy
 from fer_hf.data import load_photo_folder
 from fer_hf.faces import FaceDetector, FaceExpressionRecognizer, crop_face, find_faces
 from fer_hf.hub import load_classifier
-from fer_hf.images import load_image
+from fer_hf.model.images import load_image
 
 PHOTOS = ROOT.parent / "shared" / "data" / "happy_sad"
 FIXTURES = ROOT / "tests" / "fixtures" / "photos"

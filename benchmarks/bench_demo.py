@@ -44,7 +44,7 @@ from common import machine, write_table  # first: puts the repo root on sys.path
 from app import FaceDemo
 from fer_hf.data import load_photo_folder
 from fer_hf.faces import Box, FaceDetector, FaceExpressionRecognizer, crop_face
-from fer_hf.images import load_image
+from fer_hf.model.images import load_image
 from fer_hf.hub import load_classifier
 
 ROOT = Path(__file__).resolve().parents[1]

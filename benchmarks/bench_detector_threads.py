@@ -1,7 +1,7 @@
 """libfacedetection on one OpenMP thread (what fer_hf does) against the OpenMP default, idle and busy.
 
 By default an OpenMP runtime starts one thread per core for every parallel region; when other work
-holds a core, each region waits for a worker that is not scheduled. fer_hf.libfacedetection.detect
+holds a core, each region waits for a worker that is not scheduled. fer_hf.model.libfacedetection.detect
 runs each call on one thread instead. This times FaceDetector("libfacedetection") on the photos of
 tests/fixtures/photos (each decoded once, `--repeats` detections each) both ways: on an idle machine,
 then with `--busy` processes spinning on the CPU, as when training or another request runs beside
@@ -22,9 +22,9 @@ from common import ROOT, machine, write_table  # first: puts the repo root on sy
 
 import numpy as np
 
-from fer_hf import libfacedetection
+from fer_hf.model import libfacedetection
 from fer_hf.faces import FaceDetector
-from fer_hf.images import load_image
+from fer_hf.model.images import load_image
 
 PHOTOS = sorted((ROOT / "tests" / "fixtures" / "photos").glob("*.jpg"))
 

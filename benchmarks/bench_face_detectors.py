@@ -2,7 +2,7 @@
 
     python benchmarks/bench_face_detectors.py [--mediapipe-python VENV/bin/python] [--quick]
 
-Every candidate gets each photo as the decoded RGB PIL image that fer_hf.images.load_image returns
+Every candidate gets each photo as the decoded RGB PIL image that fer_hf.model.images.load_image returns
 (EXIF applied, alpha on white) and is timed from there to its boxes: its own conversions,
 resizing and detection, one photo at a time after one warm-up call. The last row also times
 reading the file. Writes a markdown table to benchmarks/results/face_detectors.md.
@@ -144,7 +144,7 @@ def libfacedetection_candidates(photos, quick: bool) -> list[dict]:
 def end_to_end_candidate(paths) -> list[dict]:
     """The shipped default from the file: load_image(path) + FaceDetector()."""
     from fer_hf.faces import FaceDetector
-    from fer_hf.images import load_image
+    from fer_hf.model.images import load_image
 
     detector = FaceDetector()
     widths = {}
@@ -255,7 +255,7 @@ def write_report(
         f"- Date: {started}",
         f"- Machine: {machine()}; shared with a training run and other work, so times are",
         "  upper bounds; OpenCV limited to one thread (`cv2.setNumThreads(1)`), libfacedetection runs",
-        "  on one OpenMP thread (what fer_hf.libfacedetection does).",
+        "  on one OpenMP thread (what fer_hf.model.libfacedetection does).",
         f"- Software: {versions(mediapipe_python)}",
         f"- Photos: {total} in `{data_label}/{{happy,sad}}` (the set is 64 to 7,360 px wide). A photo counts when",
         "  the detector returns at least one face. Times are per photo from the decoded RGB image to the",
@@ -320,7 +320,7 @@ def main() -> None:
     sys.path.insert(0, str(ROOT))
     import cv2
 
-    from fer_hf.images import load_image
+    from fer_hf.model.images import load_image
 
     cv2.setNumThreads(1)
     started = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")

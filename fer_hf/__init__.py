@@ -7,9 +7,9 @@ load our models without `trust_remote_code`.
 
 from transformers import AutoConfig, AutoImageProcessor, AutoModelForImageClassification
 
-from .configuration_fer import FER2013_LABELS, FER_CNN_VARIANTS, FerConfig
-from .image_processing_fer import FerImageProcessor
-from .modeling_fer import FerCNNForImageClassification, FerCNNModel, FerCNNPreTrainedModel
+from .model.configuration_fer import FER2013_LABELS, FER_CNN_VARIANTS, FerConfig
+from .model.image_processing_fer import FerImageProcessor
+from .model.modeling_fer import FerCNNForImageClassification, FerCNNModel, FerCNNPreTrainedModel
 
 AutoConfig.register(FerConfig.model_type, FerConfig, exist_ok=True)
 AutoModelForImageClassification.register(FerConfig, FerCNNForImageClassification, exist_ok=True)

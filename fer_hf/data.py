@@ -27,7 +27,7 @@ import numpy as np
 from datasets import ClassLabel, Dataset, DatasetDict, Features, Image as ImageFeature, load_dataset
 from PIL import Image, ImageEnhance
 
-from .configuration_fer import FER2013_LABELS
+from .model.configuration_fer import FER2013_LABELS
 
 logger = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@
   Every export is checked against PyTorch on the spot (`PARITY_TOLERANCE`).
 - int8 (FER CNNs): ONNX Runtime's static QDQ quantization, int8 weights per channel and uint8 activations.
   Each conv + batch norm + ReLU unit's activation range comes from its batch-norm statistics, as in
-  fer_hf.inference's int8 mode (`ACTIVATION_RANGE_SIGMAS`), and the input range from the image
+  fer_hf.inference's int8 mode (`fer_hf.quantization.ACTIVATION_RANGE_SIGMAS`), and the input range from the image
   processor, so no calibration images are needed. On PublicTest this keeps fp32's top class for more
   faces than a min-max calibration on real training faces (tests/test_export.py checks at least 98.5%).
   The pooling and the linear head stay fp32. Weights use 7 bits (`reduce_range`): the file is portable,
@@ -33,6 +33,8 @@ from typing import Any
 
 import numpy as np
 import torch
+
+from .quantization import FerPixels, LogitsOnly, activation_range, is_fer_cnn
 
 logger = logging.getLogger(__name__)
 
@@ -64,11 +66,9 @@ def export_fp32(model: Any) -> Any:
         ValueError: The model cannot be traced by torch.export (the message gives the exporter's reason),
             or its ONNX logits differ from PyTorch's by more than PARITY_TOLERANCE.
     """
-    from .inference import _LogitsOnly  # the tensor-in, tensor-out wrapper tracing needs
-
     # A copy in eval mode: dropout off and batch norm on its running statistics, whatever the caller's
     # model is doing; float32 on the CPU, as the ONNX file is.
-    logits_only = _LogitsOnly(copy.deepcopy(model).float().cpu().eval()).eval().requires_grad_(False)
+    logits_only = LogitsOnly(copy.deepcopy(model).float().cpu().eval()).eval().requires_grad_(False)
     example = _example_input(model, batch=2)  # not 1: torch.export would fix a batch dimension of size 1
     try:
         with warnings.catch_warnings(), _quiet("torch.onnx", "onnxscript"):
@@ -107,10 +107,8 @@ def quantize_int8(model: Any, fp32: Any, image_processor: Any) -> Any:
     import onnx
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 
-    from .inference import FerPixels, _is_fer_cnn, activation_range
-
     pixels = FerPixels.from_processor(image_processor)
-    if not _is_fer_cnn(model) or pixels is None:
+    if not is_fer_cnn(model) or pixels is None:
         raise ValueError(f"int8 export needs a FER CNN with a FER image processor (its activation ranges come "
                          f"from its batch norm); {type(model).__name__} can be exported in fp32 only")
     units = [layer for stage in model.fer_cnn.stages for layer in stage.layers]
@@ -156,11 +154,11 @@ def export_model(model: Any, image_processor: Any, output_dir: str | Path, *, in
     folder = Path(output_dir)
     source = Path(str(getattr(model, "name_or_path", "") or ""))
     if not (source.is_dir() and source.resolve() == folder.resolve()):
-        from .pipeline_fer import attach_face_pipeline
+        from .model import copy_model_code
 
         model.save_pretrained(folder)
         image_processor.save_pretrained(folder)
-        attach_face_pipeline(folder)  # the saved config names the pipeline; its code must come along
+        copy_model_code(folder)  # the saved config names the pipeline; its code must come along
     fp32 = export_fp32(model)
     protos = {ONNX_FILE: fp32}
     if int8:

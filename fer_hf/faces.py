@@ -1,7 +1,7 @@
 """Faces in photos: find the faces, crop them like FER-2013, classify their expressions.
 
     from fer_hf.faces import FaceDetector, FaceExpressionRecognizer, crop_face, find_faces
-    from fer_hf.images import load_image
+    from fer_hf.model.images import load_image
 
     image = load_image("group.jpg")                  # RGB, EXIF-rotated, alpha on white
     boxes = FaceDetector()(image)                    # largest face first
@@ -11,8 +11,8 @@
     recognizer(image)                                # [{"box", "label", "score", "scores", ...}, ...]
     FaceExpressionRecognizer(model, processor, labels=["happy", "sad"])  # a 7-class model's happy-vs-sad view
 
-Finding and cropping faces live in fer_hf.face_detection, which every saved model also carries for its
-face-aware pipeline (fer_hf.pipeline_fer); this module re-exports them beside the recognizer, which
+Finding and cropping faces live in fer_hf.model.face_detection, which every saved model also carries for its
+face-aware pipeline (fer_hf.model.pipeline_fer); this module re-exports them beside the recognizer, which
 classifies the crops with fer_hf.inference's fast CPU runtime.
 """
 
@@ -22,9 +22,9 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFont, ImageOps
+from PIL import Image, ImageOps
 
-from .face_detection import (
+from .model.face_detection import (
     BACKENDS,
     DEFAULT_MARGIN,
     DEFAULT_READ_SIDE,
@@ -38,13 +38,9 @@ from .face_detection import (
 )
 
 # load_image, ImageReadError and ImageSource are part of this module's API too: photos go in as any ImageSource.
-from .images import ImageReadError, ImageSource, load_image
+from .model.images import ImageReadError, ImageSource, load_image
+from .model.pipeline_fer import FLIP_MARGIN
 
-# Mirror-average only faces whose top two classes are within this: on PublicTest, fer2013-cnn in int8
-# mirrors 31% of the faces for 70.24% against 70.30% when it mirrors all (a third of the extra work;
-# `python benchmarks/mirror_margin.py`: benchmarks/results/mirror_margin.md, with the margin chosen on
-# one half of PublicTest and scored on the other).
-FLIP_MARGIN = 0.3
 
 # --------------------------------------------------------------------------------------------
 # Classifying faces
@@ -253,39 +249,6 @@ class FaceExpressionRecognizer:
         }
 
 
-def draw_captioned_box(
-    draw: ImageDraw.ImageDraw,
-    box: tuple[int, int, int, int],
-    caption: str,
-    colour: str,
-    *,
-    font: ImageFont.ImageFont | ImageFont.FreeTypeFont,
-    line: int,
-    outline: int | None = None,
-    text_colour: str = "black",
-) -> None:
-    """Draws a face's box and its caption on a filled label, above the box when there is room, else inside
-    its top edge (the demo's photos and live frames, and annotated videos).
-
-    Args:
-        draw: An ImageDraw of the image, whose width keeps the label inside it.
-        box: (x0, y0, x1, y1) in the image's pixels, x1 and y1 exclusive.
-        caption: The label's text.
-        colour: Box and label colour.
-        font: The caption's font.
-        line: Padding around the caption, and the box's line width unless `outline` is given.
-        outline: The box's line width.
-        text_colour: The caption's colour.
-    """
-    x0, y0, x1, y1 = box
-    draw.rectangle((x0, y0, x1 - 1, y1 - 1), outline=colour, width=line if outline is None else outline)
-    left, top, right, bottom = draw.textbbox((0, 0), caption, font=font)
-    text_w, text_h = right - left + 2 * line, bottom - top + 2 * line
-    tx, ty = min(x0, draw.im.size[0] - text_w), y0 - text_h if y0 >= text_h else y0
-    draw.rectangle((tx, ty, tx + text_w, ty + text_h), fill=colour)
-    draw.text((tx + line - left, ty + line - top), caption, fill=text_colour, font=font)
-
-
 __all__ = ["BACKENDS", "DEFAULT_MARGIN", "DEFAULT_READ_SIDE", "Box", "FaceDetector", "FaceExpressionRecognizer",
-           "ImageReadError", "ImageSource", "crop_face", "draw_captioned_box", "face_align", "face_crop_margin",
+           "ImageReadError", "ImageSource", "crop_face", "face_align", "face_crop_margin",
            "find_faces", "label_indices", "load_image", "restrict_probabilities", "top_two_margin"]

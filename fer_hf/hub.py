@@ -42,8 +42,8 @@ from huggingface_hub.errors import (
 from huggingface_hub.utils import filter_repo_objects
 from transformers import AutoImageProcessor, AutoModelForImageClassification
 
-from .configuration_fer import FER2013_LABELS
-from .pipeline_fer import attach_face_pipeline
+from .model.configuration_fer import FER2013_LABELS
+from .model import copy_model_code
 
 logger = logging.getLogger(__name__)
 
@@ -185,7 +185,7 @@ def _example_output(folder: Path) -> str | None:
         return None
     from transformers import pipeline
 
-    from .pipeline_fer import TASK, FacialExpressionRecognitionPipeline
+    from .model.pipeline_fer import TASK, FacialExpressionRecognitionPipeline
 
     fer = pipeline(TASK, model=str(folder), pipeline_class=FacialExpressionRecognitionPipeline, trust_remote_code=False)
     faces = fer(str(EXAMPLE_PHOTO))
@@ -398,7 +398,7 @@ def _stage(folder: Path, staging: Path, card: ModelCard | None, ignore_patterns:
             shutil.copyfile(folder / name, staging / name)
     if card is not None:
         card.save(staging / "README.md")
-    attach_face_pipeline(staging)
+    copy_model_code(staging)
 
 
 def push_dataset(

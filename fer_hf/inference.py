@@ -42,10 +42,9 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
 from torch import nn
 
-from .image_processing_fer import fer_pixel_values
+from .quantization import ACTIVATION_RANGE_SIGMAS, FerPixels, LogitsOnly, activation_range, is_fer_cnn
 
 logger = logging.getLogger(__name__)
 
@@ -54,17 +53,10 @@ MODES = ("auto", "onnx-int8", "onnx-fp32", "int8", "bf16", "fp32", "eager")
 # averaged) waking a second thread costs more than it saves.
 ONNX_SMALL_BATCH = 2
 
-# int8 activation range of each conv+BN+ReLU unit: the largest `beta + K * |gamma|` of its channels,
-# i.e. K standard deviations above each channel's mean pre-activation on the training data, as the
-# batch norm recorded it, so no calibration images are needed. K = 6 keeps fp32's top class for the
-# most training faces of the bundled models: larger K lose small activations' resolution, K = 5 clips
-# large ones (`python benchmarks/sweep_int8_range.py`: benchmarks/results/int8_range.md).
-ACTIVATION_RANGE_SIGMAS = 6.0
-
 
 def default_mode(model: Any) -> str:
     """The fastest mode worth trying for `model` here (before fallbacks): see the module docstring."""
-    if not _is_fer_cnn(model) or _device(model).type != "cpu":
+    if not is_fer_cnn(model) or _device(model).type != "cpu":
         return "eager"
     if _int8_engine() is not None:
         return "int8"
@@ -122,7 +114,7 @@ class InferenceRunner:
         id2label = model.config.id2label
         self.labels = [str(id2label[i]) for i in range(len(id2label))]
         self.multi_label = getattr(model.config, "problem_type", None) == "multi_label_classification"
-        self._pixels = FerPixels.from_processor(image_processor) if _is_fer_cnn(model) else None
+        self._pixels = FerPixels.from_processor(image_processor) if is_fer_cnn(model) else None
         wanted = default_mode(model) if requested == "auto" else requested
         self.mode, self._forward = self._build(wanted)
 
@@ -154,7 +146,7 @@ class InferenceRunner:
         """The forward function of `mode`, or of the first mode after it that builds here."""
         chain = MODES[MODES.index(mode):]
         for candidate in chain:
-            if candidate != "eager" and (not _is_fer_cnn(self.model) or _device(self.model).type != "cpu"):
+            if candidate != "eager" and (not is_fer_cnn(self.model) or _device(self.model).type != "cpu"):
                 continue  # only FER CNNs on the CPU are known to trace and quantize correctly
             try:
                 with warnings.catch_warnings():
@@ -184,7 +176,7 @@ class InferenceRunner:
                 return _first_call_with_one_face(torch.jit.freeze(torch.jit.trace(int8, example, check_trace=False).eval()), example)
         if mode == "bf16" and not bf16_supported():
             raise RuntimeError("this CPU has no native bf16")
-        logits_only = _LogitsOnly(copy.deepcopy(model))  # channels_last and freezing must not touch the caller's model
+        logits_only = LogitsOnly(copy.deepcopy(model))  # channels_last and freezing must not touch the caller's model
         if mode == "bf16":
             logits_only = logits_only.to(memory_format=torch.channels_last)
         size = model.config.image_size
@@ -238,59 +230,6 @@ class InferenceRunner:
         return path
 
 
-class FerPixels:
-    """The FER image processor's steps for PIL faces, without its generic per-call machinery.
-
-    Gives exactly the processor's `pixel_values` (tests/test_inference.py checks it): gray via Pillow's
-    "L" conversion, then the processor's own `fer_pixel_values` (resize, rescale, normalise). For one
-    48x48 face this takes a fraction of the processor's generic call.
-    """
-
-    def __init__(self, height: int, width: int, resample: int, rescale_factor: float, mean: float, std: float):
-        self.height, self.width, self.resample = height, width, resample
-        self.rescale_factor, self.mean, self.std = rescale_factor, mean, std
-
-    @classmethod
-    def from_processor(cls, processor: Any) -> FerPixels | None:
-        """The steps of a FerImageProcessor with the usual flags; None for any other processor."""
-        if type(processor).__name__ != "FerImageProcessor":  # also the copy loaded as remote code
-            return None
-        mean, std = list(np.ravel(processor.image_mean)), list(np.ravel(processor.image_std))
-        usual_steps = processor.do_resize and processor.do_rescale and processor.do_normalize
-        if not usual_steps or len(mean) != 1 or len(std) != 1:
-            return None
-        size = processor.size
-        height, width = (size["height"], size["width"]) if isinstance(size, dict) else (size.height, size.width)
-        resample, rescale = int(processor.resample), float(processor.rescale_factor)
-        return cls(height, width, resample, rescale, float(mean[0]), float(std[0]))
-
-    def __call__(self, faces: Sequence[Any]) -> np.ndarray | None:
-        """The model input (N x 1 x H x W float32) of the faces, or None if one is not a plain PIL "L" or "RGB" image."""
-        arrays = []
-        for face in faces:
-            if not isinstance(face, Image.Image) or face.mode not in ("L", "RGB") or "transparency" in face.info:
-                return None  # other modes (alpha, 16-bit, ...) have their own rules in the processor
-            arrays.append(np.asarray(face.convert("L") if face.mode == "RGB" else face)[None])
-        return fer_pixel_values(arrays, (self.height, self.width), self.resample, do_resize=True, do_rescale=True,
-                                rescale_factor=self.rescale_factor, do_normalize=True, image_mean=[self.mean],
-                                image_std=[self.std])
-
-    def input_scale(self) -> tuple[float, int, float]:
-        """(scale, zero point, shift) with which a normalised pixel x quantizes back to its uint8 value.
-
-        x = p * r / std - mean / std, so (x + shift) / scale + zero_point = p exactly for scale = r / std,
-        zero_point = round(mean / r) and shift = (mean / r - zero_point) * scale.
-        """
-        scale = self.rescale_factor / self.std
-        zero_point = int(np.clip(round(self.mean / self.rescale_factor), 0, 255))
-        return scale, zero_point, (self.mean / self.rescale_factor - zero_point) * scale
-
-
-def activation_range(norm: nn.BatchNorm2d, sigmas: float = ACTIVATION_RANGE_SIGMAS) -> float:
-    """The top of a conv + batch norm + ReLU unit's output range: its channels' largest beta + sigmas * |gamma|."""
-    return float((norm.bias + sigmas * norm.weight.abs()).detach().max().clamp(min=1e-3))
-
-
 class Int8FerCNN(nn.Module):
     """A FER CNN in int8: each conv + batch norm + ReLU unit is one quantized ConvReLU2d.
 
@@ -339,17 +278,6 @@ class Int8FerCNN(nn.Module):
         return self.classifier(features)
 
 
-class _LogitsOnly(nn.Module):
-    """The classifier as a tensor-in, tensor-out module, which is what TorchScript tracing needs."""
-
-    def __init__(self, model: nn.Module):
-        super().__init__()
-        self.model = model
-
-    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        return self.model(pixel_values=pixel_values, return_dict=False)[0]
-
-
 def _fold_batch_norm(conv: nn.Conv2d, norm: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
     """Weight and bias of the convolution that equals conv followed by batch norm in eval mode."""
     with torch.no_grad():
@@ -396,12 +324,6 @@ def _has_vnni() -> bool:
     """Whether this CPU has int8 dot products that sum in int32 (AVX512-VNNI, AVX-VNNI or AMX), from
     Linux's /proc/cpuinfo flags; False where they cannot be read, which only costs weights a bit."""
     return bool(set(_cpuinfo().split()) & {"avx512_vnni", "avx_vnni", "amx_int8"})
-
-
-def _is_fer_cnn(model: Any) -> bool:
-    """A FER CNN (ours or its remote-code copy) with the layer layout the int8 and traced modes know."""
-    config = getattr(model, "config", None)
-    return getattr(config, "model_type", None) == "fer_cnn" and hasattr(model, "fer_cnn")
 
 
 def _device(model: Any) -> torch.device:

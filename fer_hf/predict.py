@@ -26,7 +26,7 @@ from typing import Any, TextIO
 from .data import IMAGE_EXTENSIONS
 from .faces import FaceExpressionRecognizer
 from .hub import find_model
-from .images import load_image
+from .model.images import load_image
 from .tracking import DEFAULT_TIME_CONSTANT
 from .video import VIDEO_EXTENSIONS, Timeline, VideoReadError, analyze_video, is_video, probe
 

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from .faces import Box
+from .model.face_detection import Box
 
 # Chosen on benchmarks/results/smoothing.md: a still face's label holds, a new expression shows in
 # well under half a second.

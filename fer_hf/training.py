@@ -29,7 +29,7 @@ from transformers import (
     TrainingArguments,
 )
 
-from .configuration_fer import FerConfig
+from .model.configuration_fer import FerConfig
 from .data import (
     DataError, crop_faces, ferplus_distributions, load_fer_dataset, make_transform, select_labels, soft_targets,
 )
@@ -37,10 +37,10 @@ from .device_augment import DeviceFaces, DeviceRows, FaceAugmentation
 from .evaluation import class_probabilities, predict_logits, recompute_batch_norm_statistics, write_reports
 from .faces import DEFAULT_MARGIN
 from .hub import explain_hub_error, load_classifier, push_folder, write_model_card
-from .image_processing_fer import FerImageProcessor
+from .model.image_processing_fer import FerImageProcessor
 from .inference import bf16_supported, cpu_name
-from .modeling_fer import FerCNNForImageClassification
-from .pipeline_fer import attach_face_pipeline
+from .model.modeling_fer import FerCNNForImageClassification
+from .model import copy_model_code
 
 logger = logging.getLogger(__name__)
 
@@ -488,7 +488,7 @@ class FerTrainer(Trainer):
     def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
         super().save_model(output_dir, _internal_call=True)  # no push as a side effect of saving
         if self.is_world_process_zero():  # the face-aware pipeline travels with every saved model
-            attach_face_pipeline(output_dir or self.args.output_dir)
+            copy_model_code(output_dir or self.args.output_dir)
 
     def create_model_card(self, **kwargs) -> None:
         if self.is_world_process_zero():

@@ -28,7 +28,8 @@ import av
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from .faces import Box, FaceDetector, crop_face, draw_captioned_box
+from .drawing import draw_captioned_box
+from .model.face_detection import Box, FaceDetector, crop_face
 from .tracking import DEFAULT_HYSTERESIS, DEFAULT_MAX_AGE, DEFAULT_TIME_CONSTANT, FaceTracker
 
 VIDEO_EXTENSIONS = frozenset(

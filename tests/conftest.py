@@ -100,7 +100,7 @@ def fer_kaggle_folders(tmp_path_factory, fer_rows) -> Path:
 def large_photos(tmp_path_factory) -> dict[str, Path]:
     """Two fixture photos enlarged to camera size: a 3,831 px baseline JPEG and a 7,360 px progressive one.
 
-    Big photos take the reduced-scale JPEG decoding paths of fer_hf.images.load_image (1/2-1/8 scale, and
+    Big photos take the reduced-scale JPEG decoding paths of fer_hf.model.images.load_image (1/2-1/8 scale, and
     a progressive one from its DC scans alone), as a scraped photo set's camera originals do.
     """
     from PIL import Image

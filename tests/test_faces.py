@@ -14,10 +14,10 @@ from PIL import Image, ImageOps
 from transformers import ViTConfig, ViTForImageClassification, ViTImageProcessorPil
 
 from fer_hf import faces, libfacedetection
-from fer_hf.face_detection import DEFAULT_ALIGN
+from fer_hf.model.face_detection import DEFAULT_ALIGN
 from fer_hf.faces import FLIP_MARGIN, Box, FaceDetector, FaceExpressionRecognizer, crop_face, find_faces
 from fer_hf.hub import load_classifier
-from fer_hf.images import load_image
+from fer_hf.model.images import load_image
 
 from tests.conftest import FER_FIXTURE_DIR, HAPPY_SAD_DIR, ROOT, requires_full_data
 from tests.test_images import _big_progressive_jpeg, _close  # a big photo to read reduced; boxes alike

@@ -172,7 +172,7 @@ def test_pull_by_repo_id_gives_identical_outputs_without_fer_hf(hub, trained, fa
     assert remote["pipeline"] == trained.reference["pipeline"]
     # The demo's loader, in a process with fer_hf: our package's code, the same numbers.
     pulled = trained.pulled_with_fer_hf
-    assert pulled["classes"] == ["fer_hf.modeling_fer", "FerCNNForImageClassification", "FerImageProcessor"]
+    assert pulled["classes"] == ["fer_hf.model.modeling_fer", "FerCNNForImageClassification", "FerImageProcessor"]
     assert pulled["logits"] == trained.reference["logits"] and pulled["pipeline"] == trained.reference["pipeline"]
 
 

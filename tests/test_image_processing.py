@@ -6,7 +6,7 @@ import torch
 from PIL import Image
 
 from fer_hf import FerImageProcessor
-from fer_hf.image_processing_fer import to_grayscale_uint8
+from fer_hf.model.image_processing_fer import to_grayscale_uint8
 
 
 @pytest.fixture(scope="module")

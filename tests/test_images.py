@@ -1,4 +1,4 @@
-"""fer_hf.images: reading any image source as an upright RGB image, and reading big JPEGs reduced.
+"""fer_hf.model.images: reading any image source as an upright RGB image, and reading big JPEGs reduced.
 
 Real photos: tests/fixtures/photos/ (four downscaled photos from the happy/sad set), and camera-size
 copies of them (conftest's large_photos).
@@ -12,7 +12,7 @@ import pytest
 from PIL import Image, ImageOps
 
 from fer_hf.faces import FaceDetector
-from fer_hf.images import load_image
+from fer_hf.model.images import load_image
 
 PHOTOS = Path(__file__).resolve().parent / "fixtures" / "photos"
 THREE_FACES = "happy_three_women.jpg"

@@ -1,4 +1,4 @@
-"""The face-aware pipeline every model folder carries (fer_hf/pipeline_fer.py, task "facial-expression-recognition"):
+"""The face-aware pipeline every model folder carries (fer_hf/model/pipeline_fer.py, task "facial-expression-recognition"):
 run from the folder in a process without fer_hf, it finds, crops and labels faces as `python -m fer_hf predict` does.
 
 Real photos only: the four fixture photos, the conftest's photo folder, a faceless part of a fixture photo, a
@@ -17,13 +17,16 @@ import pytest
 from transformers import pipeline
 from transformers.dynamic_module_utils import get_imports
 
-from fer_hf.face_detection import FaceDetector, crop_face
-from fer_hf.pipeline_fer import CUSTOM_PIPELINE, TASK, attach_face_pipeline
+from fer_hf.model.face_detection import FaceDetector, crop_face
+from fer_hf.model import MODEL_CODE_DIR, copy_model_code, model_code_files
+from fer_hf.model.pipeline_fer import CUSTOM_PIPELINE, TASK
 
 from tests.conftest import FER_FIXTURE_DIR, HAPPY_SAD_DIR, PHOTOS, ROOT, requires_full_data, run_python
 
 MODEL = ROOT / "models" / "fer2013-cnn"
-SHIPPED = ["pipeline_fer.py", "face_detection.py", "images.py", "libfacedetection.py", "image_processing_fer.py"]
+SHIPPED = [path.name for path in model_code_files()]  # every model folder's remote code, fer_hf/model/
+# What transformers' save_pretrained copies by itself (the auto_map classes); the rest comes with copy_model_code.
+AUTO_MAP_FILES = {"configuration_fer.py", "modeling_fer.py", "image_processing_fer.py"}
 
 # The model card's use, as a user without fer_hf runs it: the folder's own copy of the pipeline.
 WITHOUT_FER_HF = """
@@ -214,10 +217,10 @@ def test_a_broken_image_raises_an_error_naming_it(fer, tmp_path):
 
 
 def test_with_fer_hf_the_packages_own_pipeline_runs_without_remote_code(fer):
-    from fer_hf.pipeline_fer import FacialExpressionRecognitionPipeline
+    from fer_hf.model.pipeline_fer import FacialExpressionRecognitionPipeline
 
     own = pipeline(TASK, model=str(MODEL), pipeline_class=FacialExpressionRecognitionPipeline, trust_remote_code=False)
-    assert type(own.model).__module__ == "fer_hf.modeling_fer"
+    assert type(own.model).__module__ == "fer_hf.model.modeling_fer"
     assert type(fer).__module__.startswith("transformers_modules.")  # the fixture runs the folder's copy
     assert_same_faces(own(str(PHOTOS[1])), fer(str(PHOTOS[1])))
 
@@ -226,7 +229,7 @@ def test_the_pipeline_aligns_faces_as_the_models_processor_says():
     """`face_align` in the processor (or the pipeline's align_faces) turns the eyes level, as the recognizer does."""
     from fer_hf.faces import FaceExpressionRecognizer
     from fer_hf.hub import load_classifier
-    from fer_hf.pipeline_fer import FacialExpressionRecognitionPipeline
+    from fer_hf.model.pipeline_fer import FacialExpressionRecognitionPipeline
 
     model, processor = load_classifier(str(MODEL))
     processor.face_align = True
@@ -257,16 +260,17 @@ def test_the_shipped_files_need_only_the_libraries_transformers_has():
     # Third-party imports outside try/except, as transformers' check_imports sees them: what a user must have.
     allowed = {"httpx", "numpy", "PIL", "torch", "transformers"}
     for name in SHIPPED:
-        needed = {module for module in get_imports(ROOT / "fer_hf" / name) if module not in sys.stdlib_module_names}
+        needed = {module for module in get_imports(MODEL_CODE_DIR / name) if module not in sys.stdlib_module_names}
         assert needed <= allowed, (name, needed - allowed)
 
 
 @pytest.mark.parametrize("folder", sorted((ROOT / "models").glob("*/config.json")), ids=lambda p: p.parent.name)
 def test_the_bundled_models_carry_the_pipeline(folder):
-    # Users without fer_hf run these copies: after a change to one, `attach_face_pipeline(folder)` copies them again.
+    # Users without fer_hf run these copies: after a change to one, `copy_model_code(folder)` copies them again.
     assert json.loads(folder.read_text())["custom_pipelines"] == {TASK: CUSTOM_PIPELINE}
+    assert sorted(path.name for path in folder.parent.glob("*.py")) == SHIPPED  # file for file: no more, no fewer
     for name in SHIPPED:
-        assert (folder.parent / name).read_text() == (ROOT / "fer_hf" / name).read_text(), f"{folder.parent}/{name}"
+        assert (folder.parent / name).read_text() == (MODEL_CODE_DIR / name).read_text(), f"{folder.parent}/{name}"
 
 
 def test_a_model_trained_by_train_py_carries_the_pipeline(tmp_path):
@@ -276,7 +280,7 @@ def test_a_model_trained_by_train_py_carries_the_pipeline(tmp_path):
                 "--per_device_train_batch_size", "32", "--disable_tqdm", "true"], env={"OMP_NUM_THREADS": "1"})
     assert json.loads((out / "config.json").read_text())["custom_pipelines"] == {TASK: CUSTOM_PIPELINE}
     for name in SHIPPED:
-        assert (out / name).read_text() == (ROOT / "fer_hf" / name).read_text(), name
+        assert (out / name).read_text() == (MODEL_CODE_DIR / name).read_text(), name
     fer = pipeline(TASK, model=str(out), trust_remote_code=True)
     assert [len(fer(str(photo))) for photo in PHOTOS[:2]] == [1, 3]
 
@@ -287,7 +291,7 @@ def test_pushing_a_folder_saved_without_the_pipeline_uploads_it(tmp_path):
 
     older = tmp_path / "older"  # a model folder as fer-hf saved them before the pipeline
     shutil.copytree(MODEL, older)
-    for name in SHIPPED[:-1]:
+    for name in set(SHIPPED) - AUTO_MAP_FILES:
         (older / name).unlink()
     config = json.loads((older / "config.json").read_text())
     del config["custom_pipelines"]
@@ -301,7 +305,7 @@ def test_pushing_a_folder_saved_without_the_pipeline_uploads_it(tmp_path):
         after.pop("README.md")
         assert after == before  # the pipeline was written into the staged copy, not into the folder
         for name in SHIPPED:
-            assert hub.file_bytes("alice/fer-cnn", name) == (ROOT / "fer_hf" / name).read_bytes(), name
+            assert hub.file_bytes("alice/fer-cnn", name) == (MODEL_CODE_DIR / name).read_bytes(), name
         assert json.loads(hub.file_bytes("alice/fer-cnn", "config.json"))["custom_pipelines"] == {TASK: CUSTOM_PIPELINE}
         # By repo id, in a process that cannot import fer_hf: the issue's three lines.
         run = run_hub_python(hub, """
@@ -322,13 +326,13 @@ def test_attaching_twice_changes_nothing_and_keeps_other_pipelines(tmp_path):
     config = json.loads((folder / "config.json").read_text())
     config["custom_pipelines"]["other-task"] = {"impl": "other.OtherPipeline", "pt": []}
     (folder / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
-    attach_face_pipeline(folder)
+    copy_model_code(folder)
     before = _digest(folder)
-    attach_face_pipeline(folder)
+    copy_model_code(folder)
     assert _digest(folder) == before
     assert set(json.loads((folder / "config.json").read_text())["custom_pipelines"]) == {TASK, "other-task"}
     with pytest.raises(FileNotFoundError, match="no config.json"):
-        attach_face_pipeline(tmp_path / "empty")
+        copy_model_code(tmp_path / "empty")
 
 
 def _digest(folder) -> dict[str, str]:
@@ -358,7 +362,8 @@ class _QuietHandler(http.server.SimpleHTTPRequestHandler):
 
 
 def test_the_pipeline_mirrors_where_the_recognizer_does():
-    """The folder's pipeline cannot import fer_hf, so it keeps its own copy of the mirror margin."""
-    from fer_hf import faces, pipeline_fer
+    """The recognizer takes its mirror margin from the pipeline that travels with the model."""
+    from fer_hf import faces
+    from fer_hf.model import pipeline_fer
 
     assert pipeline_fer.FLIP_MARGIN == faces.FLIP_MARGIN

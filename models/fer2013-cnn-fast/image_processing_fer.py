@@ -1,7 +1,7 @@
 """Image processor of the FER CNN: any image in, a normalised grayscale 48x48 tensor out.
 
 Travels with saved models as remote code: imports only NumPy, Pillow and transformers. fer_hf's
-image reader (fer_hf.images) and fast CPU runtime (fer_hf.inference) use its converters and its
+image reader (fer_hf.model.images) and fast CPU runtime (fer_hf.inference) use its converters and its
 `fer_pixel_values`, so that every path turns pixels into model inputs the same way.
 """
 

@@ -1,6 +1,6 @@
 """Reading images: any image source as an upright RGB PIL image, read safely.
 
-    from fer_hf.images import load_image
+    from fer_hf.model.images import load_image
 
     image = load_image("photo.jpg")                              # RGB, EXIF-rotated, alpha on white
     small = load_image("photo.jpg", max_side=1280, min_side=640)  # a big JPEG decoded at reduced scale

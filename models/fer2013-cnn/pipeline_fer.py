@@ -9,7 +9,7 @@
     fer("landscape.jpg", whole_image=True)        # the whole photo classified, with detection_score None
 
 Every model folder that fer-hf saves or pushes carries this file and the files it imports, and names it in
-its config.json's `custom_pipelines` (`attach_face_pipeline`), so a process without fer_hf runs it with
+its config.json's `custom_pipelines` (`fer_hf.model.copy_model_code`), so a process without fer_hf runs it with
 `trust_remote_code=True`. Photos are read, searched and cropped by face_detection.find_faces with the model's
 own `face_crop_margin` and `face_align`, and a face whose top two classes are within `flip_margin` gets the
 mean of its own and its mirror image's class probabilities: the path and defaults of `python -m fer_hf predict`, which gives the same labels with the same detector. With fer_hf
@@ -20,9 +20,7 @@ runs the package's own code instead of the folder's.
 from __future__ import annotations
 
 import io
-import json
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +29,6 @@ import numpy as np
 import torch
 from PIL import ImageOps
 from transformers.pipelines.base import ChunkPipeline
-from transformers.dynamic_module_utils import get_relative_import_files
 
 from .face_detection import DEFAULT_READ_SIDE, FaceDetector, face_align, face_crop_margin, find_faces
 
@@ -186,40 +183,4 @@ CUSTOM_PIPELINE = {
 }
 
 
-def attach_face_pipeline(folder: str | os.PathLike) -> list[Path]:
-    """Makes a saved model folder carry this pipeline, for `pipeline(TASK, model=..., trust_remote_code=True)`.
-
-    Copies this file and the files it imports into `folder` and adds the task to `custom_pipelines` in its
-    config.json. Each file is written anew, so a symlink in the folder (push_folder's staging) is replaced,
-    not written through.
-
-    Returns:
-        The files written.
-
-    Raises:
-        FileNotFoundError: `folder` has no config.json.
-    """
-    folder = Path(folder)
-    config_file = folder / "config.json"
-    if not config_file.is_file():
-        raise FileNotFoundError(f"{folder}: no config.json; save the model there first.")
-    written = []
-    for source in [Path(__file__), *map(Path, get_relative_import_files(__file__))]:
-        _write_anew(folder / source.name, source.read_bytes())
-        written.append(folder / source.name)
-    config = json.loads(config_file.read_text(encoding="utf-8"))
-    config["custom_pipelines"] = {**config.get("custom_pipelines", {}), TASK: CUSTOM_PIPELINE}
-    # As transformers writes config.json: sorted keys, two-space indent.
-    _write_anew(config_file, (json.dumps(config, indent=2, sort_keys=True) + "\n").encode("utf-8"))
-    written.append(config_file)
-    return written
-
-
-def _write_anew(path: Path, data: bytes) -> None:
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_bytes(data)
-    os.replace(temporary, path)  # replaces a symlink itself, not its target
-
-
-__all__ = ["CUSTOM_PIPELINE", "DEFAULT_BATCH_SIZE", "TASK", "FacialExpressionRecognitionPipeline",
-           "attach_face_pipeline"]
+__all__ = ["CUSTOM_PIPELINE", "DEFAULT_BATCH_SIZE", "TASK", "FacialExpressionRecognitionPipeline"]
