@@ -8,9 +8,12 @@ does not need the full data set. Tests that do need it (`requires_full_data(why)
 """
 
 import csv
+import multiprocessing
 import os
+import runpy
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -114,6 +117,35 @@ def large_photos(tmp_path_factory) -> dict[str, Path]:
     return {name: folder / name for name in photos}
 
 
+@pytest.fixture(scope="session")
+def publictest_fp32():
+    """The full PublicTest split (3,589 faces) through a bundled model in fp32, once a session for every check.
+
+    `publictest_fp32(name)` gives `(rows, pixel_values, logits)`: the split as `datasets` loads it, the model's
+    processor's pixels and the eager fp32 model's logits. The full-data checks of the int8 and ONNX runtimes
+    compare against these instead of each running the fp32 model again.
+    """
+    import functools
+
+    import torch
+    from datasets import load_dataset
+
+    from fer_hf.hub import load_classifier
+
+    rows = load_dataset("parquet", data_files=str(FER_DIR / "publictest.parquet"), split="train")
+
+    @functools.cache
+    def scored(name: str):
+        model, processor = load_classifier(ROOT / "models" / name)
+        pixel_values = torch.cat([processor(list(rows[i : i + 512]["image"]), return_tensors="pt")["pixel_values"]
+                                  for i in range(0, len(rows), 512)])
+        with torch.inference_mode():
+            logits = torch.cat([model(pixel_values=batch).logits for batch in pixel_values.split(256)])
+        return rows, pixel_values, logits.numpy()
+
+    return scored
+
+
 def write_fer_csv(path: Path, rows) -> Path:
     """Writes rows in the original `fer2013.csv` format: `emotion,pixels,Usage`."""
     with open(path, "w", newline="") as handle:
@@ -147,3 +179,53 @@ def run_python(args, *, cwd=ROOT, env=None, timeout=600, check=True) -> subproce
     if check and result.returncode != 0:
         raise AssertionError(f"python {' '.join(map(str, args))} exited {result.returncode}:\n{result.stdout[-6000:]}")
     return result
+
+
+# What `python train.py` and `python -m fer_hf` import before they do anything: several seconds of CPU a process.
+PRELOADED = ["torch", "transformers", "datasets", "accelerate", "fer_hf", "fer_hf.data", "fer_hf.evaluation",
+             "fer_hf.training", "fer_hf.__main__", "tests.conftest"]
+_PRELOADED_PYTHON = multiprocessing.get_context("forkserver")
+_PRELOADED_PYTHON.set_forkserver_preload(PRELOADED)
+
+
+def run_preloaded(args, *, cwd=ROOT, env=None, timeout=600, check=True) -> subprocess.CompletedProcess:
+    """`run_python` for `SCRIPT.py ARGS...` or `-m MODULE ARGS...`, in a process forked from one that imported PRELOADED.
+
+    Each run is a new process, as with `python SCRIPT`: multiprocessing's fork server imports the libraries
+    once, and every run forks a fresh copy of it. Variables in `env` are set before the script runs, which is
+    after those imports: a variable that a library reads when imported (OMP_NUM_THREADS, HF_HUB_OFFLINE,
+    PYTHONPATH) needs `run_python`, as does a test of what a fresh interpreter can import.
+    """
+    with tempfile.TemporaryDirectory() as folder:
+        output = Path(folder) / "output.txt"
+        child = _PRELOADED_PYTHON.Process(target=_run_in_child, args=(list(map(str, args)), str(cwd), env or {}, str(output)))
+        child.start()
+        child.join(timeout)
+        if child.exitcode is None:
+            child.kill()
+            child.join()
+            raise subprocess.TimeoutExpired(["python", *map(str, args)], timeout)
+        result = subprocess.CompletedProcess(["python", *map(str, args)], child.exitcode, output.read_text())
+    if check and result.returncode != 0:
+        raise AssertionError(f"python {' '.join(map(str, args))} exited {result.returncode}:\n{result.stdout[-6000:]}")
+    return result
+
+
+def _run_in_child(args: list[str], cwd: str, env: dict[str, str], output: str) -> None:
+    """Runs `python ARGS` in this forked process: its output to the file `output`, its exit as the process's."""
+    fd = os.open(output, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)  # stdout and stderr merged, as run_python does
+    os.close(fd)
+    sys.stdout = open(1, "w", buffering=1, closefd=False)
+    sys.stderr = open(2, "w", buffering=1, closefd=False)
+    os.environ.update(env)
+    os.chdir(cwd)
+    if args[0] == "-m":
+        sys.argv = [args[1], *args[2:]]
+        sys.path.insert(0, cwd)  # as `python -m` does
+        runpy.run_module(args[1], run_name="__main__", alter_sys=True)
+    else:
+        sys.argv = args
+        sys.path.insert(0, str(Path(args[0]).resolve().parent))  # as `python SCRIPT` does
+        runpy.run_path(args[0], run_name="__main__")

@@ -11,7 +11,7 @@ from fer_hf import FER_CNN_VARIANTS, FerCNNForImageClassification, FerConfig, Fe
 from fer_hf.faces import FaceDetector, FaceExpressionRecognizer
 from fer_hf.inference import FerPixels, InferenceRunner, Int8FerCNN, bf16_supported, default_mode
 
-from tests.conftest import FER_DIR, ROOT, requires_full_data
+from tests.conftest import ROOT, requires_full_data
 
 MODES = ["onnx-int8", "onnx-fp32", "int8", "bf16", "fp32", "eager"]
 # Largest |p - p_fp32| allowed for one class of one face on random faces and a random tiny model
@@ -267,7 +267,7 @@ def test_int8_weights_keep_to_7_bits_without_vnni(monkeypatch, vnni, largest):
 
 
 @requires_full_data("2,000 PublicTest faces: one changed face of the fixture's 56 would already move accuracy 1.8 points")
-def test_the_bundled_models_on_real_publictest_faces():
+def test_the_bundled_models_on_real_publictest_faces(publictest_fp32):
     """Auto mode against fp32 eager on 2,000 real PublicTest faces: int8 here (bf16 or fp32 elsewhere).
 
     What int8 (K = 6) gives on these faces with VNNI (fer2013-cnn): probabilities differ by at most 0.049
@@ -286,24 +286,25 @@ def test_the_bundled_models_on_real_publictest_faces():
     half-step offset, and rounding of its own) differs by up to 0.049 / 0.093 there: for it the first
     two tolerances are 0.1 and 0.006 too.
 
-    One test for every model and mode, so that a clone without the data skips it once.
+    One test for every model and mode, so that a clone without the data skips it once; the fp32 figures are the
+    session's one PublicTest pass (conftest's publictest_fp32).
     """
     for name in ("fer2013-cnn", "fer2013-cnn-fast"):
+        rows, _, logits = publictest_fp32(name)
+        test = rows.select(range(2000))
+        expected = torch.from_numpy(logits[:2000]).softmax(-1).numpy()
+        folder = ROOT / "models" / name
+        model = AutoModelForImageClassification.from_pretrained(folder)
+        processor = AutoImageProcessor.from_pretrained(folder)
+        faces = list(test["image"])
         for mode in ("auto", "int8", "onnx-int8"):
-            _check_on_real_publictest_faces(name, mode)
+            _check_on_real_publictest_faces(name, mode, model, processor, test, faces, expected)
 
 
-def _check_on_real_publictest_faces(name: str, mode: str) -> None:
-    from datasets import load_dataset
-
-    folder = ROOT / "models" / name
-    model = AutoModelForImageClassification.from_pretrained(folder)
-    processor = AutoImageProcessor.from_pretrained(folder)
-    test = load_dataset("parquet", data_files=str(FER_DIR / "publictest.parquet"), split="train").select(range(2000))
-    faces, fer_labels = list(test["image"]), test.features["label"].names
+def _check_on_real_publictest_faces(name: str, mode: str, model, processor, test, faces, expected: np.ndarray) -> None:
+    fer_labels = test.features["label"].names
     runner = InferenceRunner(model, processor, mode)
     probabilities = np.concatenate([runner(faces[i : i + 256]) for i in range(0, len(faces), 256)])
-    expected = np.concatenate([fp32_eager(model, processor, faces[i : i + 256]) for i in range(0, len(faces), 256)])
     difference = np.abs(probabilities - expected)
     largest, mean = (0.07, 0.004) if inference._has_vnni() and mode != "onnx-int8" else (0.1, 0.006)
     assert difference.max() <= largest and difference.mean() <= mean, (name, mode)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.conftest import FER_FIXTURE_DIR, HAPPY_SAD_DIR, ROOT, requires_shared, run_python
+from tests.conftest import FER_FIXTURE_DIR, HAPPY_SAD_DIR, ROOT, requires_shared, run_preloaded, run_python
 from tests.test_modeling import REMOTE_CODE_SNIPPET
 
 # First, so that a test's own flags (given after) win.
@@ -19,7 +19,8 @@ FAST = ["--model_variant", "tiny", "--per_device_train_batch_size", "32", "--dis
 
 
 def _train(*args, **kwargs):
-    return run_python([ROOT / "train.py", *FAST, *args], **kwargs)
+    """`python train.py FAST ARGS` in a fresh process (forked with its libraries imported: see run_preloaded)."""
+    return run_preloaded([ROOT / "train.py", *FAST, *args], **kwargs)
 
 
 def _fixture_split(name: str):
@@ -51,7 +52,7 @@ def _refusals(tmp_path, cases: list[list]) -> list[str]:
     script = tmp_path / "refusals.py"
     script.write_text(REFUSALS)
     argvs = [[*FAST, *map(str, case), "--output_dir", str(tmp_path / f"out{i}")] for i, case in enumerate(cases)]
-    result = run_python([script, ROOT / "train.py", json.dumps(argvs)])
+    result = run_preloaded([script, ROOT / "train.py", json.dumps(argvs)])
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
@@ -170,7 +171,7 @@ def test_another_training_seed_holds_out_the_same_photos(tmp_path):
     _train("--dataset_name", HAPPY_SAD_DIR, "--crop_faces", "true", "--face_crop_margin", str(margin), "--output_dir",
            out, "--model_name_or_path", bundled, "--num_train_epochs", "0", "--recompute_batch_norm", "false")
     scored = json.loads((out / "test_report.json").read_text())["metrics"]
-    evaluated = run_python(["-m", "fer_hf", "evaluate", bundled, "--dataset_name", HAPPY_SAD_DIR, "--split", "test",
+    evaluated = run_preloaded(["-m", "fer_hf", "evaluate", bundled, "--dataset_name", HAPPY_SAD_DIR, "--split", "test",
                             "--crop_faces", "--labels", "happy", "sad", "--json"])
     printed = json.loads(evaluated.stdout.strip().splitlines()[-1])
     assert scored["samples"] == printed["samples"] == 46
@@ -216,7 +217,7 @@ def test_rerun_after_sigkill_resumes_from_the_last_checkpoint(tmp_path):
     checkpoints = sorted(p.name for p in out.glob("checkpoint-*"))
     assert checkpoints and not (out / "run_info.json").exists(), "the run must have died mid-training"
 
-    result = run_python(args[1:], env={"PYTHONUNBUFFERED": "1"})
+    result = run_preloaded(args[1:], env={"PYTHONUNBUFFERED": "1"})
     resumed_from = int(result.stdout.split("Resuming from checkpoint-")[1].split()[0])
     assert resumed_from >= 3
     state = json.loads((out / "trainer_state.json").read_text())
@@ -244,7 +245,7 @@ def _tiny_vit(folder, num_labels: int = 2):
 def test_any_hub_image_classifier_fine_tunes_with_its_own_processor(tmp_path):
     vit = _tiny_vit(tmp_path / "tiny-vit", num_labels=5)
     out = tmp_path / "vit-fer"
-    run_python([ROOT / "train.py", "--dataset_name", FER_FIXTURE_DIR, "--output_dir", out, "--model_name_or_path", vit,
+    run_preloaded([ROOT / "train.py", "--dataset_name", FER_FIXTURE_DIR, "--output_dir", out, "--model_name_or_path", vit,
                 "--max_steps", "3", "--max_train_samples", "96", "--max_eval_samples", "32",
                 "--per_device_train_batch_size", "16", "--learning_rate", "1e-4", "--disable_tqdm", "true",
                 "--logging_steps", "1"])
@@ -286,12 +287,12 @@ def test_a_checkpoint_cut_short_by_a_crash_is_skipped(tmp_path):
     args = [ROOT / "train.py", *FAST, "--dataset_name", FER_FIXTURE_DIR, "--output_dir", out, "--max_steps", "6",
             "--max_train_samples", "96", "--max_eval_samples", "32", "--eval_strategy", "steps", "--eval_steps", "3",
             "--save_strategy", "steps", "--save_steps", "3"]
-    run_python(args)
+    run_preloaded(args)
     assert last_complete_checkpoint(out) == str(out / "checkpoint-6")
     state = out / "checkpoint-6" / "trainer_state.json"
     state.write_text(state.read_text()[:40])  # cut short mid-write
     assert last_complete_checkpoint(out) == str(out / "checkpoint-3")
-    result = run_python(args, env={"PYTHONUNBUFFERED": "1"})
+    result = run_preloaded(args, env={"PYTHONUNBUFFERED": "1"})
     assert "Skipping checkpoint-6: incomplete" in result.stdout
     assert "Resuming from checkpoint-3" in result.stdout
     assert json.loads((out / "trainer_state.json").read_text())["global_step"] == 6
@@ -538,7 +539,7 @@ def test_ferplus_label_distribution_trains(tmp_path):
 
     # A Hub model's own loss takes class ids only; the soft-target loss replaces it.
     vit = _tiny_vit(tmp_path / "tiny-vit")
-    run_python([ROOT / "train.py", "--dataset_name", data, "--output_dir", tmp_path / "vit", "--model_name_or_path",
+    run_preloaded([ROOT / "train.py", "--dataset_name", data, "--output_dir", tmp_path / "vit", "--model_name_or_path",
                 vit, "--labels", "sad", "neutral", "--label_distribution", "ferplus", "--max_steps", "2",
                 "--per_device_train_batch_size", "8", "--learning_rate", "1e-4", "--disable_tqdm", "true"])
     info = json.loads((tmp_path / "vit" / "run_info.json").read_text())
