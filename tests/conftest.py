@@ -118,6 +118,20 @@ def large_photos(tmp_path_factory) -> dict[str, Path]:
 
 
 @pytest.fixture(scope="session")
+def tiny_trained_model(tmp_path_factory) -> Path:
+    """`train.py` run once a session: a tiny FER CNN, 6 steps on 96 fixture faces, scored on 48 PublicTest faces.
+
+    For the tests that only read a trained model's folder (what it holds, how it loads); a test that changes a
+    folder or needs other flags trains its own.
+    """
+    out = tmp_path_factory.mktemp("tiny_trained") / "fer"
+    run_preloaded([ROOT / "train.py", "--model_variant", "tiny", "--per_device_train_batch_size", "32", "--disable_tqdm",
+                   "true", "--seed", "0", "--dataset_name", FER_FIXTURE_DIR, "--output_dir", out, "--max_steps", "6",
+                   "--max_train_samples", "96", "--max_eval_samples", "48", "--logging_steps", "1"])
+    return out
+
+
+@pytest.fixture(scope="session")
 def publictest_fp32():
     """The full PublicTest split (3,589 faces) through a bundled model in fp32, once a session for every check.
 

@@ -8,7 +8,8 @@ import pytest
 import torch
 from huggingface_hub import ModelCard
 
-from tests.conftest import FER_DIR, FER_FIXTURE_DIR, HAPPY_SAD_DIR, PHOTOS, ROOT, requires_full_data, run_python
+from tests.conftest import (FER_DIR, FER_FIXTURE_DIR, HAPPY_SAD_DIR, PHOTOS, ROOT, requires_full_data, run_preloaded,
+                            run_python)
 from tests.test_modeling import REMOTE_CODE_SNIPPET
 
 MODELS = sorted(p for p in (ROOT / "models").glob("*") if (p / "config.json").exists())
@@ -46,7 +47,7 @@ def test_card_metrics_are_reproduced_by_the_evaluate_command():
         args = ["-m", "fer_hf", "evaluate", folder, "--dataset_name", FER_DIR, "--json"]
         if len(labels) < 7:
             args += ["--labels", *labels]  # a happy/sad model is scored on PublicTest's happy and sad rows
-        printed = json.loads(run_python(args).stdout.strip().splitlines()[-1])
+        printed = json.loads(run_preloaded(args).stdout.strip().splitlines()[-1])
         assert printed["samples"] == written["samples"], folder.name
         assert printed["accuracy"] == pytest.approx(accuracy, abs=1e-9), folder.name
         assert printed["macro_f1"] == pytest.approx(written["macro_f1"], abs=1e-9), folder.name
@@ -68,7 +69,7 @@ def test_the_happy_sad_view_figures_are_reproduced():
             "happy_sad test photos": ["--dataset_name", HAPPY_SAD_DIR, "--split", "test", "--crop_faces"]}
     for name, data in sets.items():
         args = ["-m", "fer_hf", "evaluate", "models/fer2013-cnn", *data, "--labels", "happy", "sad", "--flip_tta", "--json"]
-        printed = json.loads(run_python(args).stdout.strip().splitlines()[-1])
+        printed = json.loads(run_preloaded(args).stdout.strip().splitlines()[-1])
         right = round(printed["accuracy"] * printed["samples"])
         row = f"| `models/fer2013-cnn` | {name} | mirror-averaged | {printed['accuracy']:.2%} ({right:,} of {printed['samples']:,}) |"
         assert row in results, (row, results)

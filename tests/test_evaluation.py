@@ -11,7 +11,7 @@ from fer_hf import FerCNNForImageClassification, FerConfig, FerImageProcessor
 from fer_hf.data import load_fer_dataset, select_labels
 from fer_hf.evaluation import FerMetrics, evaluate_on_dataset, predict_logits, recompute_batch_norm_statistics, write_reports
 
-from tests.conftest import run_python, write_fer_csv
+from tests.conftest import run_preloaded, write_fer_csv
 
 
 def test_metric_matches_sklearn():
@@ -61,7 +61,7 @@ def test_classes_are_matched_by_name(tmp_path, fer_rows, small_model):
 def test_evaluate_cli_reproduces_the_metrics(tmp_path, fer_rows, small_model):
     model, folder = small_model
     csv = write_fer_csv(tmp_path / "fer.csv", fer_rows)
-    result = run_python(["-m", "fer_hf", "evaluate", folder, "--dataset_name", csv, "--output_dir", tmp_path / "eval", "--json"])
+    result = run_preloaded(["-m", "fer_hf", "evaluate", folder, "--dataset_name", csv, "--output_dir", tmp_path / "eval", "--json"])
     printed = json.loads(result.stdout.strip().splitlines()[-1])
     validation = load_fer_dataset(csv)["validation"]
     logits = predict_logits(model, FerImageProcessor(), validation)

@@ -21,7 +21,7 @@ from fer_hf.model.face_detection import FaceDetector, crop_face
 from fer_hf.model import MODEL_CODE_DIR, copy_model_code, model_code_files
 from fer_hf.model.pipeline_fer import CUSTOM_PIPELINE, TASK
 
-from tests.conftest import FER_FIXTURE_DIR, HAPPY_SAD_DIR, PHOTOS, ROOT, requires_full_data, run_python
+from tests.conftest import HAPPY_SAD_DIR, PHOTOS, ROOT, requires_full_data, run_preloaded, run_python
 
 MODEL = ROOT / "models" / "fer2013-cnn"
 SHIPPED = [path.name for path in model_code_files()]  # every model folder's remote code, fer_hf/model/
@@ -59,8 +59,10 @@ def _predict(tmp_path, model, photos, env: dict | None = None) -> dict[str, list
     output = tmp_path / "predict.json"
     # In eager mode predict runs the model itself in fp32, as the pipeline does: scores agree to float error.
     # (Its default int8 runtime rounds otherwise, and a near-tie could flip a label.)
-    run_python(["-m", "fer_hf", "predict", *photos, "--model", model, "--output", output],
-               env={"FER_HF_RUNTIME": "eager", "OMP_NUM_THREADS": "1", **(env or {})})
+    # A PYTHONPATH in `env` must be there when the interpreter starts: then a fresh one.
+    run = run_python if env else run_preloaded
+    run(["-m", "fer_hf", "predict", *photos, "--model", model, "--output", output],
+        env={"FER_HF_RUNTIME": "eager", "OMP_NUM_THREADS": "1", **(env or {})})
     rows = json.loads(output.read_text())["rows"]
     assert not [row for row in rows if row["status"] == "error"]
     return {str(photo): [row for row in rows if row["file"] == str(photo) and row["status"] == "face"]
@@ -273,11 +275,8 @@ def test_the_bundled_models_carry_the_pipeline(folder):
         assert (folder.parent / name).read_text() == (MODEL_CODE_DIR / name).read_text(), f"{folder.parent}/{name}"
 
 
-def test_a_model_trained_by_train_py_carries_the_pipeline(tmp_path):
-    out = tmp_path / "model"
-    run_python([ROOT / "train.py", "--dataset_name", FER_FIXTURE_DIR, "--model_variant", "tiny", "--output_dir", out,
-                "--max_steps", "2", "--max_train_samples", "64", "--max_eval_samples", "16",
-                "--per_device_train_batch_size", "32", "--disable_tqdm", "true"], env={"OMP_NUM_THREADS": "1"})
+def test_a_model_trained_by_train_py_carries_the_pipeline(tiny_trained_model):
+    out = tiny_trained_model  # conftest's train.py run of the session
     assert json.loads((out / "config.json").read_text())["custom_pipelines"] == {TASK: CUSTOM_PIPELINE}
     for name in SHIPPED:
         assert (out / name).read_text() == (MODEL_CODE_DIR / name).read_text(), name

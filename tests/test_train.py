@@ -59,10 +59,10 @@ def _refusals(tmp_path, cases: list[list]) -> list[str]:
 # --- whole runs -----------------------------------------------------------------------------------
 
 
-def test_fer2013_slice_trains_and_leaves_a_complete_folder(tmp_path):
-    out = tmp_path / "fer"
-    _train("--dataset_name", FER_FIXTURE_DIR, "--output_dir", out, "--max_steps", "6", "--max_train_samples", "96",
-           "--max_eval_samples", "48", "--logging_steps", "1")
+def test_fer2013_slice_trains_and_leaves_a_complete_folder(tmp_path, tiny_trained_model):
+    # conftest's run of train.py (FAST, then --dataset_name FIXTURE --max_steps 6 --max_train_samples 96
+    # --max_eval_samples 48 --logging_steps 1), shared with the tests that only read a trained folder.
+    out = tiny_trained_model
     for name in ("config.json", "model.safetensors", "preprocessor_config.json", "configuration_fer.py",
                  "modeling_fer.py", "image_processing_fer.py", "eval_results.json", "validation_report.json",
                  "validation_report.txt", "validation_confusion_matrix.png", "training_curves.png", "run_info.json",
