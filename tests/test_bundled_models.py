@@ -227,12 +227,30 @@ def test_the_cards_onnx_runtime_snippet_gives_the_models_label(folder, tmp_path)
     snippet = re.search(r"### ONNX Runtime.*?```python\n(.*?)```", card, re.S).group(1)
     model, processor = load_classifier(folder)
     faces = load_dataset("parquet", data_files=str(FER_FIXTURE_DIR / "publictest.parquet"), split="train")["image"][:8]
+    scripts = []
     for index, face in enumerate(faces):
         face.save(tmp_path / f"face{index}.png")
-        code = snippet.replace('"face.jpg"', repr(str(tmp_path / f"face{index}.png")))
-        script = tmp_path / "snippet.py"
-        script.write_text("import sys\nsys.modules['torch'] = None  # the snippet must not need PyTorch\n" + code)
-        printed = run_python([script], cwd=ROOT, env={"PYTHONPATH": ""}).stdout.strip().splitlines()[-1]
+        scripts.append(tmp_path / f"snippet{index}.py")
+        scripts[-1].write_text(snippet.replace('"face.jpg"', repr(str(tmp_path / f"face{index}.png"))))
+    # Every face's snippet as printed, each run as a script of its own, in one process without PyTorch or fer_hf.
+    runner = tmp_path / "run_snippets.py"
+    runner.write_text(SNIPPETS_WITHOUT_TORCH)
+    printed = json.loads(run_python([runner, *scripts], cwd=ROOT, env={"PYTHONPATH": ""}).stdout.strip().splitlines()[-1])
+    assert len(printed) == len(faces)
+    for index, face in enumerate(faces):
         with torch.no_grad():
             logits = model(**processor(face, return_tensors="pt")).logits
-        assert printed == model.config.id2label[int(logits.argmax())], f"{folder.name}, face {index}"
+        assert printed[index] == model.config.id2label[int(logits.argmax())], f"{folder.name}, face {index}"
+
+
+# Runs each script given (run_path, as `python SCRIPT` would) and prints the last line each printed, as JSON.
+SNIPPETS_WITHOUT_TORCH = """
+import contextlib, io, json, runpy, sys
+sys.modules["torch"] = None  # the snippet must not need PyTorch
+printed = []
+for script in sys.argv[1:]:
+    with contextlib.redirect_stdout(io.StringIO()) as output:
+        runpy.run_path(script, run_name="__main__")
+    printed.append(output.getvalue().strip().splitlines()[-1])
+print(json.dumps(printed))
+"""

@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from tests.conftest import FER_FIXTURE_DIR, ROOT, run_python
+from tests.conftest import FER_FIXTURE_DIR, ROOT, run_preloaded
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
@@ -44,7 +44,7 @@ def test_the_recipe_trains_reports_ten_crop_figures_and_resumes(tmp_path):
 
     out = tmp_path / "smoke"
     command = [ROOT / "recipes" / "gpu_long.py", out, "--smoke"]
-    run_python(command)
+    run_preloaded(command)
 
     # A saved model that loads as any transformers classifier does (with the code files saved beside it).
     model = AutoModelForImageClassification.from_pretrained(out, trust_remote_code=True)
@@ -80,7 +80,7 @@ def test_the_recipe_trains_reports_ten_crop_figures_and_resumes(tmp_path):
     finished = (out / "model.safetensors").read_bytes()
     shutil.rmtree(out / "checkpoint-4")
     (out / "model.safetensors").unlink()
-    result = run_python(command)
+    result = run_preloaded(command)
     assert "Resuming from checkpoint-2" in result.stdout
     assert json.loads((out / "recipe_report.json").read_text())["resumed_from"] == "checkpoint-2"
     assert (out / "model.safetensors").read_bytes() == finished
