@@ -125,9 +125,9 @@ def tiny_trained_model(tmp_path_factory) -> Path:
     folder or needs other flags trains its own.
     """
     out = tmp_path_factory.mktemp("tiny_trained") / "fer"
-    run_preloaded([ROOT / "train.py", "--model_variant", "tiny", "--per_device_train_batch_size", "32", "--disable_tqdm",
-                   "true", "--seed", "0", "--dataset_name", FER_FIXTURE_DIR, "--output_dir", out, "--max_steps", "6",
-                   "--max_train_samples", "96", "--max_eval_samples", "48", "--logging_steps", "1"])
+    run_preloaded([ROOT / "train.py", "--model_variant", "tiny", "--per_device_train_batch_size", "32",
+                   "--disable_tqdm", "true", "--seed", "0", "--dataset_name", FER_FIXTURE_DIR, "--output_dir", out,
+                   "--max_steps", "6", "--max_train_samples", "96", "--max_eval_samples", "48", "--logging_steps", "1"])
     return out
 
 
@@ -196,23 +196,29 @@ def run_python(args, *, cwd=ROOT, env=None, timeout=600, check=True) -> subproce
 
 
 # What `python train.py` and `python -m fer_hf` import before they do anything: several seconds of CPU a process.
+# Not fer_hf.__main__ itself: `-m fer_hf` runs it.
 PRELOADED = ["torch", "transformers", "datasets", "accelerate", "fer_hf", "fer_hf.data", "fer_hf.evaluation",
-             "fer_hf.training", "fer_hf.__main__", "tests.conftest"]
+             "fer_hf.hub", "fer_hf.training", "tests.conftest"]
 _PRELOADED_PYTHON = multiprocessing.get_context("forkserver")
 _PRELOADED_PYTHON.set_forkserver_preload(PRELOADED)
 
 
 def run_preloaded(args, *, cwd=ROOT, env=None, timeout=600, check=True) -> subprocess.CompletedProcess:
-    """`run_python` for `SCRIPT.py ARGS...` or `-m MODULE ARGS...`, in a process forked from one that imported PRELOADED.
+    """`run_python` for `SCRIPT.py ARGS...` or `-m MODULE ARGS...`, in a process forked from one that imported
+    PRELOADED.
 
     Each run is a new process, as with `python SCRIPT`: multiprocessing's fork server imports the libraries
-    once, and every run forks a fresh copy of it. Variables in `env` are set before the script runs, which is
-    after those imports: a variable that a library reads when imported (OMP_NUM_THREADS, HF_HUB_OFFLINE,
-    PYTHONPATH) needs `run_python`, as does a test of what a fresh interpreter can import.
+    once, and every run forks a fresh copy of it. The run sees this process's environment and `env`, set before
+    the script runs, which is after those imports: a variable that a library reads when imported
+    (OMP_NUM_THREADS, HF_ENDPOINT, PYTHONPATH) needs `run_python`, as does a test of what a fresh interpreter
+    can import.
     """
     with tempfile.TemporaryDirectory() as folder:
         output = Path(folder) / "output.txt"
-        child = _PRELOADED_PYTHON.Process(target=_run_in_child, args=(list(map(str, args)), str(cwd), env or {}, str(output)))
+        output.touch()  # empty, if the child fails before the script starts
+        full_env = {**os.environ, **(env or {})}  # this process's, as a subprocess would get it
+        child = _PRELOADED_PYTHON.Process(target=_run_in_child,
+                                          args=(list(map(str, args)), str(cwd), full_env, str(output)))
         child.start()
         child.join(timeout)
         if child.exitcode is None:
@@ -233,13 +239,18 @@ def _run_in_child(args: list[str], cwd: str, env: dict[str, str], output: str) -
     os.close(fd)
     sys.stdout = open(1, "w", buffering=1, closefd=False)
     sys.stderr = open(2, "w", buffering=1, closefd=False)
+    os.environ.clear()
     os.environ.update(env)
     os.chdir(cwd)
-    if args[0] == "-m":
-        sys.argv = [args[1], *args[2:]]
-        sys.path.insert(0, cwd)  # as `python -m` does
-        runpy.run_module(args[1], run_name="__main__", alter_sys=True)
-    else:
-        sys.argv = args
-        sys.path.insert(0, str(Path(args[0]).resolve().parent))  # as `python SCRIPT` does
-        runpy.run_path(args[0], run_name="__main__")
+    try:
+        if args[0] == "-m":
+            sys.argv = [args[1], *args[2:]]
+            sys.path.insert(0, cwd)  # as `python -m` does
+            runpy.run_module(args[1], run_name="__main__", alter_sys=True)
+        else:
+            sys.argv = args
+            sys.path.insert(0, str(Path(args[0]).resolve().parent))  # as `python SCRIPT` does
+            runpy.run_path(args[0], run_name="__main__")
+    finally:
+        sys.__stdout__.flush()  # what a library wrote through the streams it kept from before the fork
+        sys.__stderr__.flush()

@@ -24,7 +24,8 @@ from tests.apptools import PHOTOS, free_port, stop, wait_until_up
 from tests.conftest import ROOT
 from tests.hub_server import LoopbackHub
 from tests.hubtools import hub_env, run_hub_python
-from tests.test_app_browser import CHROMIUM, CHROMIUM_ARGS, screenshot, sync_playwright, top_label_and_score, wait_for_text
+from tests.test_app_browser import (CHROMIUM, CHROMIUM_ARGS, WAIT_BOUND_MS, screenshot, sync_playwright, top_label_and_score,
+                                   wait_for_text)
 
 TOKEN = "hf_aliceSpaceToken"
 MODEL, SPACE = "alice/fer-cnn", "alice/fer-demo"
@@ -114,7 +115,7 @@ def test_space_files_run_from_a_fresh_folder_and_label_a_photo(hub, model_sha, t
             with sync_playwright() as playwright:
                 browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
                 page = browser.new_page(viewport={"width": 1280, "height": 900})
-                page.set_default_timeout(60_000)
+                page.set_default_timeout(WAIT_BOUND_MS)  # waits for events; the bound stops a hung test
                 page.goto(url, wait_until="load")  # not "networkidle": Gradio keeps a connection open
                 page.locator("input[type=file]").first.set_input_files(str(PHOTOS / "happy_man.jpg"))
                 assert "Found 1 face" in wait_for_text(page, "#status", "Found")
