@@ -358,7 +358,7 @@ def _predict_videos(recognizer, videos: list[Path | str], rows: list[dict[str, A
             faces = frames = received = 0
             error = None
             with tqdm(total=total, unit="frame", desc=name if live else path.name, leave=False, mininterval=0.5) as bar:
-                progress = lambda done: bar.update(done - bar.n)  # noqa: E731 (frames decoded or received so far)
+                progress = lambda done: bar.update(done - bar.n)  # frames decoded or received so far
                 if live:
                     video_rows = predict_stream(recognizer, path, duration=getattr(args, "duration", None),
                                                 timeline=timeline, progress=progress, **options)

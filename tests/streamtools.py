@@ -40,7 +40,7 @@ class LiveStream:
         owner = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 (the http.server name)
+            def do_GET(self) -> None:
                 if self.path != "/live.ts":
                     self.send_error(404, "no such stream")
                     return

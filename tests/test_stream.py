@@ -9,6 +9,7 @@ wins. No assertion is on a duration: counts and order, with bounds taken from th
 from __future__ import annotations
 
 import csv
+import itertools
 import logging
 import re
 import signal
@@ -29,7 +30,7 @@ from fer_hf.stream import StreamError, analyze_stream, describe, is_stream
 from tests.apptools import PHOTOS, save_tiny_model
 from tests.conftest import ROOT
 from tests.streamtools import LiveStream
-from tests.videotools import still_frames
+from tests.videotools import still_frames, write_video
 
 GROUP = PHOTOS / "happy_three_women.jpg"  # three faces
 FPS = 30
@@ -102,6 +103,16 @@ def test_a_stream_gives_the_rows_of_a_video(recognizer, frames):
             assert face["score"] == face["scores"][face["label"]]
 
 
+def test_a_video_file_is_played_at_its_own_pace(recognizer, frames, tmp_path):
+    video = write_video(tmp_path / "clip.mp4", frames * 5, fps=FPS)  # 1 s
+    results = list(analyze_stream(recognizer, video))
+    indices = [result.index for result in results]
+    assert indices == sorted(set(indices)) and indices[-1] == len(frames) * 5 - 1
+    assert [result.time for result in results] == pytest.approx([index / FPS for index in indices], abs=1e-3)
+    # No frame is released before its time: the last comes at least its time after the first.
+    assert results[-1].received - results[0].received >= results[-1].time - results[0].time - 0.05
+
+
 def test_frames_are_dropped_not_queued_when_labelling_is_slower(model_folder, frames):
     slow = SlowRecognizer(*load_classifier(model_folder))
     with LiveStream(frames, fps=FPS, seconds=4) as live:
@@ -112,7 +123,7 @@ def test_frames_are_dropped_not_queued_when_labelling_is_slower(model_folder, fr
     # A queue would label all 120 frames and end 30 s late; each labelled frame takes at least 0.25 s, in which
     # 7 or more frames arrive, so at most about one frame in seven is labelled (half is the generous bound).
     assert len(results) <= sent // 2
-    assert max(b - a for a, b in zip(indices, indices[1:])) >= 2
+    assert max(b - a for a, b in itertools.pairwise(indices)) >= 2
     # The newest frame is labelled: when the source ends, its last frame is, not one of those queued before it.
     assert indices[-1] == sent - 1 and len(results) + results[-1].dropped == sent
     assert all(len(result.faces) == 3 for result in results)
