@@ -355,7 +355,7 @@ def _predict_videos(recognizer, videos: list[Path | str], rows: list[dict[str, A
                     total = probe(path).frames or None
                 except VideoReadError:
                     pass  # predict_video reports it
-            faces = frames = received = 0
+            faces = frames = 0
             error = None
             with tqdm(total=total, unit="frame", desc=name if live else path.name, leave=False, mininterval=0.5) as bar:
                 progress = lambda done: bar.update(done - bar.n)  # frames decoded or received so far

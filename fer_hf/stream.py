@@ -206,7 +206,7 @@ def _device(source: str | int | os.PathLike) -> tuple[str, str | None]:
             return text, "avfoundation"
         if sys.platform.startswith("linux"):
             return f"/dev/video{text}", "v4l2"
-        raise StreamError(f"Camera {text}: cameras are opened by index on Linux and macOS; elsewhere give a URL.")
+        return text, None  # _open says why not
     if text.startswith("/dev/video"):
         return text, "v4l2"
     return text, None
@@ -215,6 +215,8 @@ def _device(source: str | int | os.PathLike) -> tuple[str, str | None]:
 def _open(source: str | int | os.PathLike, name: str, timeout: float) -> av.container.InputContainer:
     """The source opened with PyAV, checked to hold a video stream."""
     path, format = _device(source)
+    if path.isdigit() and format is None and is_stream(source):
+        raise StreamError(f"Cannot open {name}: cameras are opened by index on Linux and macOS; elsewhere give a URL.")
     if not is_stream(source) and not Path(path).is_file():
         raise StreamError(f"Cannot read video {name}: no such file.")
     try:
