@@ -214,11 +214,13 @@ def main(argv=None) -> int:
                          "the model's processor says, face_align in its preprocessor_config.json)")
     predict.add_argument("--every", type=int, default=1, help="videos: analyse every N-th frame (default: every frame)")
     predict.add_argument("--smoothing", type=float, default=None, metavar="SECONDS",
-                         help="videos: time constant of each face's score smoothing (default: 0.2); 0 for each frame's own scores")
+                         help="videos and streams: time constant of each face's score smoothing (default: 0.2); "
+                              "0 for each frame's own scores")
     predict.add_argument("--annotate", default=None, metavar="OUT.mp4",
                          help="videos: write the video with faces boxed and labelled (OUT_<video>.mp4 for several)")
     predict.add_argument("--plot", default=None, metavar="OUT.png",
-                         help="videos: write the expression-over-time chart per face track (OUT_<video>.png for several)")
+                         help="videos and streams: write the expression-over-time chart per face track "
+                              "(OUT_<video>.png for several)")
     predict.add_argument("--duration", type=float, default=None, metavar="SECONDS",
                          help="cameras and streams: stop after this many seconds (default: when the source ends or "
                               "at Ctrl-C)")
