@@ -4,7 +4,7 @@
     push FOLDER REPO_ID                     upload a trained model folder (and its model card) to the Hub
     push-dataset SOURCE REPO_ID             upload any dataset source as parquet to a Hub dataset repo
     push-space SPACE_ID --model REPO_ID     make or update a Gradio Space: the demo serving a Hub model
-    predict PATH... [--output F.csv|.json]  label the faces in image and video files and folders, one row per face
+    predict PATH... [--output F.csv|.json]  label the faces in files, folders, cameras and streams, one row per face
     export MODEL OUT_DIR [--int8]           ONNX files (onnx/model.onnx, onnx/model_quantized.onnx) of a model
 
 Hub commands take the token from HF_TOKEN or `hf auth login`, never from the command line.
@@ -193,9 +193,10 @@ def main(argv=None) -> int:
     export.add_argument("--revision", default=None, help="Hub revision of the model")
     export.set_defaults(handler=export_command)
 
-    predict = commands.add_parser("predict", help="label the faces in image and video files and folders")
+    predict = commands.add_parser("predict", help="label the faces in images, videos, folders, cameras and streams")
     predict.add_argument("paths", nargs="+", metavar="PATH",
-                         help="image or video files, or folders searched recursively")
+                         help="image or video files, folders searched recursively, cameras (0, /dev/video0) or "
+                              "stream URLs (rtsp://, http://, udp://...) labelled in real time")
     predict.add_argument("--model", default=None,
                          help="model folder or Hub repo id (default: $FER_HF_MODEL, else models/fer2013-cnn, ...)")
     predict.add_argument("--revision", default=None, help="Hub revision of the model")
@@ -213,11 +214,16 @@ def main(argv=None) -> int:
                          "the model's processor says, face_align in its preprocessor_config.json)")
     predict.add_argument("--every", type=int, default=1, help="videos: analyse every N-th frame (default: every frame)")
     predict.add_argument("--smoothing", type=float, default=None, metavar="SECONDS",
-                         help="videos: time constant of each face's score smoothing (default: 0.2); 0 for each frame's own scores")
+                         help="videos and streams: time constant of each face's score smoothing (default: 0.2); "
+                              "0 for each frame's own scores")
     predict.add_argument("--annotate", default=None, metavar="OUT.mp4",
                          help="videos: write the video with faces boxed and labelled (OUT_<video>.mp4 for several)")
     predict.add_argument("--plot", default=None, metavar="OUT.png",
-                         help="videos: write the expression-over-time chart per face track (OUT_<video>.png for several)")
+                         help="videos and streams: write the expression-over-time chart per face track "
+                              "(OUT_<video>.png for several)")
+    predict.add_argument("--duration", type=float, default=None, metavar="SECONDS",
+                         help="cameras and streams: stop after this many seconds (default: when the source ends or "
+                              "at Ctrl-C)")
     predict.set_defaults(handler=predict_command)
 
     args = parser.parse_args(argv)
