@@ -260,6 +260,7 @@ class FeedbackScheduler(CommitScheduler):
         for path in paths:
             record = json.loads(path.read_text())
             rows.append({**record, "image": {"bytes": base64.b64decode(record["image"]), "path": None}})
+        rows.sort(key=lambda row: row["time"])  # in the order they were sent
         target = self.outbox_dir / f"{uuid.uuid4()}.parquet"
         staging = target.with_suffix(".tmp")
         Dataset.from_list(rows, features=self.features).to_parquet(str(staging))  # features in its metadata
