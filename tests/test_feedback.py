@@ -228,4 +228,4 @@ def test_feedback_report_and_training_with_the_feedback_added(hub, tmp_path):
     print(train.stderr[-2000:])
     info = json.loads((out / "run_info.json").read_text())
     assert info["splits"]["train"] == 112 + 2 * 10  # the fixture's training faces and the corrections twice
-    assert f"Added 10 training rows from {REPO}, 2 times" in train.stderr + train.stdout
+    assert f"--add_train_dataset {REPO}" in info["command"] and info["labels"] == FER2013_LABELS
