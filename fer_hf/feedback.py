@@ -80,12 +80,17 @@ def feedback_features(labels: Sequence[str]):
     })
 
 
+def model_input_size(image_processor: Any = None) -> tuple[int, int]:
+    """(width, height) of the model's input: its processor's `size` (48x48 for the FER CNN)."""
+    size = getattr(image_processor, "size", None) or {}
+    return (size["width"], size["height"]) if "width" in size and "height" in size else FACE_SIZE
+
+
 def model_input_face(crop: Image.Image, image_processor: Any = None) -> Image.Image:
     """A face crop as the model sees it: grey, resized as its processor resizes (48x48 for the FER CNN)."""
     from .model.image_processing_fer import to_grayscale_uint8
 
-    size = getattr(image_processor, "size", None) or {}
-    target = (size["width"], size["height"]) if "width" in size and "height" in size else FACE_SIZE
+    target = model_input_size(image_processor)
     face = Image.fromarray(to_grayscale_uint8(crop))
     resample = getattr(image_processor, "resample", Image.Resampling.BILINEAR)
     return face if face.size == target else face.resize(target, resample=resample)
@@ -312,4 +317,4 @@ def feedback_report(dataset) -> str:
 
 
 __all__ = ["FeedbackError", "FeedbackScheduler", "build_dataset_card", "card_labels", "default_folder",
-           "feedback_features", "feedback_report", "feedback_row", "model_input_face"]
+           "feedback_features", "feedback_report", "feedback_row", "model_input_face", "model_input_size"]
