@@ -2,16 +2,20 @@
 called with gradio_client and used in headless Chromium; the demo without the option, and with a repo it cannot
 write to.
 
-The model is a random "tiny" FER CNN, so which label it predicts means nothing: the tests check what is kept.
+The browser test serves the bundled models/fer2013-cnn (its screenshot shows real predictions); the others a
+random "tiny" FER CNN. Which label a model predicts is not checked: what is kept is.
 Set FER_HF_SCREENSHOTS=DIR to keep a screenshot of the correction sent (docs/feedback.png is one).
 """
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from fer_hf import FER2013_LABELS
 from tests.apptools import PHOTOS, running_app, save_tiny_model
+from tests.conftest import ROOT
 from tests.hub_server import LoopbackHub
 from tests.hubtools import DEFAULT_TOKEN, hub_env, run_hub_python
 from tests.test_app_browser import CHROMIUM, CHROMIUM_ARGS, screenshot, sync_playwright, wait_for_text
@@ -36,13 +40,12 @@ def test_without_the_option_nothing_about_feedback_shows_or_runs(tmp_path):
     assert not (tmp_path / "hf").exists()
 
 
-@pytest.mark.skipif(sync_playwright is None or not __import__("os").access(CHROMIUM, __import__("os").X_OK),
-                    reason="needs playwright and Chromium")
+@pytest.mark.skipif(sync_playwright is None or not os.access(CHROMIUM, os.X_OK), reason="needs playwright and Chromium")
 def test_corrections_from_the_api_and_the_browser_reach_the_dataset(hub, tmp_path):
     from gradio_client import Client, handle_file
 
     env = {**hub_env(hub, tmp_path / "hf"), "HF_DATASETS_OFFLINE": "0"}
-    with running_app(tmp_path, save_tiny_model(tmp_path / "model"), args=["--feedback_repo", REPO], env=env,
+    with running_app(tmp_path, ROOT / "models" / "fer2013-cnn", args=["--feedback_repo", REPO], env=env,
                      stop_timeout=120) as url:
         assert hub.is_private(REPO, repo_type="dataset")  # created at start, with its card
         client = Client(url, verbose=False, download_files=str(tmp_path / "client"))
@@ -89,7 +92,7 @@ def test_corrections_from_the_api_and_the_browser_reach_the_dataset(hub, tmp_pat
     assert [FER2013_LABELS[row["label"]] for row in kept["rows"]] == [*labels, "fear"]
     assert [row["face"] if "face" in row else None for row in kept["rows"]] == [None] * 4  # no position, no photo
     assert all(len(row["scores"]) == 7 and abs(sum(row["scores"]) - 1) < 1e-4 for row in kept["rows"])
-    assert all(row["model"] == "model" for row in kept["rows"])
+    assert all(row["model"] == "fer2013-cnn" for row in kept["rows"])
     assert kept["image"] == [[48, 48], "L"]
     assert len([path for path in hub.files(REPO, repo_type="dataset") if path.startswith("data/")]) == 1
 

@@ -122,7 +122,7 @@ class FeedbackTab:
         try:
             return self.correct(photo, face_index, label)
         except (FeedbackError, ValueError) as error:
-            raise gr.Error(str(error)) from None
+            raise gr.Error(str(error), print_exception=False) from None  # the caller's mistake: no traceback in the log
 
 
 def push_at_termination() -> None:
