@@ -203,10 +203,9 @@ class FeedbackScheduler(CommitScheduler):
     @property
     def pending(self) -> int:
         """Rows on disk that are not on the Hub yet."""
-        from pyarrow import parquet
-
-        waiting = sum(parquet.read_metadata(path).num_rows for path in self.outbox_dir.glob("*.parquet"))
-        return waiting + len(list(self.rows_dir.glob("*.json")))
+        with self._folder_lock():  # not while a push moves them
+            waiting = sum(_parquet_rows(path) for path in self.outbox_dir.glob("*.parquet"))
+            return waiting + len(list(self.rows_dir.glob("*.json")))
 
     def submit(self, row: dict[str, Any]) -> str:
         """Writes a row (feedback_row) to disk for the next push; returns its submission id.

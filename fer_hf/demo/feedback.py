@@ -19,7 +19,7 @@ import gradio as gr
 import numpy as np
 
 from ..faces import FaceExpressionRecognizer, find_faces
-from ..feedback import FeedbackError, FeedbackScheduler, feedback_row, model_input_face, model_input_size
+from ..feedback import DEFAULT_EVERY, FeedbackError, FeedbackScheduler, feedback_row, model_input_face, model_input_size
 from ..hub import explain_hub_error
 from .common import read_upload
 
@@ -35,13 +35,13 @@ class FeedbackTab:
         model: The model's Hub repo id or folder name, kept with each row.
         model_revision: The model's commit, kept with each row.
         every: Minutes between pushes (and one at start and at exit).
-        scheduler: An already started FeedbackScheduler (the tests'); None: one is started here. If that
-            fails (no write access, no connection, a repo of other labels), the tab says why and sends nothing;
-            the rest of the demo works as without it.
+
+    If the dataset cannot be used (no write access, no connection, a repo of another model's labels), `problem`
+    says why, the tab shows it and sends nothing; the rest of the demo works as without it.
     """
 
     def __init__(self, recognizer: FaceExpressionRecognizer, repo_id: str, *, model: str,
-                 model_revision: str | None = None, every: float = 5, scheduler: FeedbackScheduler | None = None) -> None:
+                 model_revision: str | None = None, every: float = DEFAULT_EVERY) -> None:
         self.recognizer, self.repo_id = recognizer, repo_id
         self.model, self.model_revision = model, model_revision
         # The same recognizer with all the model's classes: a row's scores are over every label, in id order,
@@ -49,15 +49,14 @@ class FeedbackTab:
         self.every_label = copy.copy(recognizer)
         self.every_label._columns, self.every_label.labels = None, recognizer.model_labels
         self.problem: str | None = None
-        self.scheduler = scheduler
-        if scheduler is None:
-            try:
-                self.scheduler = FeedbackScheduler(repo_id, recognizer.model_labels, every=every,
-                                                   face_size=model_input_size(recognizer.image_processor))
-            except Exception as error:  # no write access, no connection, other labels: the demo goes on without it
-                self.problem = f"Corrections are off: the dataset {repo_id} cannot be used ({explain_hub_error(error)})."
-                logger.error(self.problem)
-        if self.scheduler is not None:
+        self.scheduler: FeedbackScheduler | None = None
+        try:
+            self.scheduler = FeedbackScheduler(repo_id, recognizer.model_labels, every=every,
+                                               face_size=model_input_size(recognizer.image_processor))
+        except Exception as error:  # no write access, no connection, other labels: the demo goes on without it
+            self.problem = f"Corrections are off: the dataset {repo_id} cannot be used ({explain_hub_error(error)})."
+            logger.error(self.problem)
+        else:
             push_at_termination()
 
     @property
