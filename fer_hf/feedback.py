@@ -260,16 +260,23 @@ class FeedbackScheduler(CommitScheduler):
         paths = sorted(self.rows_dir.glob("*.json"))
         if not paths:
             return
-        rows = []
+        rows, read = [], []
         for path in paths:
-            record = json.loads(path.read_text())
-            rows.append({**record, "image": {"bytes": base64.b64decode(record["image"]), "path": None}})
+            try:
+                record = json.loads(path.read_text())
+                rows.append({**record, "image": {"bytes": base64.b64decode(record["image"]), "path": None}})
+                read.append(path)
+            except (ValueError, KeyError, TypeError) as error:  # kept aside, so that one bad file stops no push
+                logger.error("%s cannot be read (%s); it is left as %s.bad", path, error, path.name)
+                path.rename(path.with_suffix(".bad"))
+        if not rows:
+            return
         rows.sort(key=lambda row: row["time"])  # in the order they were sent
         target = self.outbox_dir / f"{uuid.uuid4()}.parquet"
         staging = target.with_suffix(".tmp")
         Dataset.from_list(rows, features=self.features).to_parquet(str(staging))  # features in its metadata
         os.replace(staging, target)
-        for path in paths:
+        for path in read:
             path.unlink()
 
     @contextlib.contextmanager

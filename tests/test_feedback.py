@@ -80,6 +80,9 @@ def _check_append_only(hub) -> None:
 
 
 def test_rows_arrive_as_parquet_that_datasets_loads_with_the_model_labels(hub, tmp_path):
+    broken = tmp_path / "spool" / "rows" / "broken.json"  # a row file cut short (a full disk, a hand edit)
+    broken.parent.mkdir(parents=True)
+    broken.write_text('{"image": "iVBO')
     run = _run(hub, """
         s = scheduler(ARGS["folder"])
         ids = submit(s, 3)
@@ -99,6 +102,7 @@ def test_rows_arrive_as_parquet_that_datasets_loads_with_the_model_labels(hub, t
     assert hub.is_private(REPO, repo_type="dataset")
     card = hub.file_bytes(REPO, "README.md", repo_type="dataset").decode()
     assert "class_label" in card and "data/*.parquet" in card and "submission_id" in card
+    assert broken.with_suffix(".bad").read_text() == '{"image": "iVBO'  # set aside, not lost, not blocking
     (path,) = _data_files(hub)
     assert path.startswith("data/") and path.endswith(".parquet") and len(path) == len("data/") + 36 + len(".parquet")
 
