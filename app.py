@@ -144,6 +144,7 @@ def build_demo(model_name: str, flip_tta: bool = True, revision: str | None = No
                       time_limit=STREAM_TIME_LIMIT, concurrency_limit=STREAM_CONCURRENCY, show_progress="hidden")
         if feedback:
             send.click(feedback.send, [photo, picker, right_label], sent, preprocess=False, api_visibility="private")
+            photo.change(feedback.clear, None, [right_label, sent], api_visibility="private")
             gr.api(feedback.api, api_name="feedback")
         video.upload(handlers.label_video, video, [video_annotated, video_chart, video_summary, video_csv, video_status],
                      concurrency_limit=VIDEO_CONCURRENCY)

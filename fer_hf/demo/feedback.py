@@ -116,6 +116,11 @@ class FeedbackTab:
             status += " (The last upload failed and is tried again; nothing is lost.)"
         return status
 
+    @staticmethod
+    def clear() -> tuple[None, str]:
+        """A new photo: no label picked, no answer about the last one."""
+        return None, ""
+
     def api(self, photo: gr.FileData, face_index: int, label: str) -> str:
         """Sends a correction: the photo, the face (0 = the largest), the right label -> the submission id."""
         try:
