@@ -310,9 +310,10 @@ def feedback_report(dataset) -> str:
     table = pd.crosstab(pd.Series(predicted, name="predicted"), pd.Series(label, name="corrected"), dropna=False)
     models = sorted(set(dataset["model"]))
     agreed = sum(a == b for a, b in zip(dataset["label"], dataset["predicted"]))
+    summary = (f"{len(dataset)} correction{'s' * (len(dataset) != 1)} of {', '.join(models) or 'no model'}; "
+               f"{agreed} where the person kept the model's label")
     return "\n".join([
-        f"{len(dataset)} correction{'s' * (len(dataset) != 1)} of {', '.join(models) or 'no model'}; "
-        f"{agreed} where the person kept the model's label",
+        summary,
         "",
         "Corrected label counts:",
         counts.rename("rows").to_frame().to_string(),

@@ -7,6 +7,7 @@ The demo's side (the photo tab, the `feedback` API endpoint, the browser) is in 
 
 from __future__ import annotations
 
+import itertools
 import json
 import subprocess
 import sys
@@ -74,7 +75,7 @@ def _card() -> bytes:
 def _check_append_only(hub) -> None:
     """Every commit of the repo keeps every file of its parent as it was: nothing rewritten or deleted."""
     history = hub.history(REPO, repo_type="dataset")[::-1]
-    for parent, child in zip(history, history[1:]):
+    for parent, child in itertools.pairwise(history):
         before, after = hub.files(REPO, parent, repo_type="dataset"), hub.files(REPO, child, repo_type="dataset")
         assert all(after.get(path) == oid for path, oid in before.items()), (parent, child)
 
