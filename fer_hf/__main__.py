@@ -6,6 +6,7 @@
     push-space SPACE_ID --model REPO_ID     make or update a Gradio Space: the demo serving a Hub model
     predict PATH... [--output F.csv|.json]  label the faces in files, folders, cameras and streams, one row per face
     export MODEL OUT_DIR [--int8]           ONNX files (onnx/model.onnx, onnx/model_quantized.onnx) of a model
+    feedback-report REPO_ID                 the demo's corrections: counts per label, predicted -> corrected table
 
 Hub commands take the token from HF_TOKEN or `hf auth login`, never from the command line.
 """
@@ -96,7 +97,7 @@ def push_space_command(args: argparse.Namespace) -> int:
 
     try:
         commit = push_space(args.space_id, args.model, revision=args.revision, private=args.private,
-                            commit_message=args.commit_message)
+                            commit_message=args.commit_message, feedback_repo=args.feedback_repo)
     except (ModelUnreachableError, FileNotFoundError) as error:
         print(f"error: {error}\nNothing was created or changed on the Hub.", file=sys.stderr)
         return 1
@@ -104,6 +105,25 @@ def push_space_command(args: argparse.Namespace) -> int:
         print(f"error: could not push the Space {args.space_id}: {explain_hub_error(error)}", file=sys.stderr)
         return 1
     print(f"Pushed the Space {args.space_id}, serving {args.model} ({args.revision or 'main'}): commit {commit.oid}")
+    return 0
+
+
+def feedback_report_command(args: argparse.Namespace) -> int:
+    from datasets import load_dataset
+
+    from fer_hf.feedback import feedback_report
+    from fer_hf.hub import explain_hub_error
+
+    try:
+        dataset = load_dataset(args.repo_id, revision=args.revision, split="train")
+    except Exception as error:  # no such repo or no access, no connection, no data pushed yet
+        print(f"error: cannot load the feedback dataset {args.repo_id}: {explain_hub_error(error)}", file=sys.stderr)
+        return 1
+    if "predicted" not in dataset.column_names:
+        print(f"error: {args.repo_id} is not a feedback dataset (columns: {', '.join(dataset.column_names)}).",
+              file=sys.stderr)
+        return 1
+    print(f"{args.repo_id}: {feedback_report(dataset)}")
     return 0
 
 
@@ -183,6 +203,9 @@ def main(argv=None) -> int:
     space.add_argument("--private", action="store_true",
                        help="create the Space private (an existing one keeps its visibility)")
     space.add_argument("--commit_message", default="Update the demo with fer-hf")
+    space.add_argument("--feedback_repo", default=None, metavar="NAMESPACE/NAME",
+                       help="let visitors send corrections to this private dataset repo (the Space gets the "
+                            "variable FER_HF_FEEDBACK_REPO and your token as its secret HF_TOKEN)")
     space.set_defaults(handler=push_space_command)
 
     export = commands.add_parser("export", help="write ONNX files of a model (transformers.js layout)")
@@ -225,6 +248,12 @@ def main(argv=None) -> int:
                          help="cameras and streams: stop after this many seconds (default: when the source ends or "
                               "at Ctrl-C)")
     predict.set_defaults(handler=predict_command)
+
+    report = commands.add_parser("feedback-report", help="what the demo's users corrected: counts per label and "
+                                 "the predicted -> corrected table")
+    report.add_argument("repo_id", help="NAMESPACE/NAME of the feedback dataset (the demo's --feedback_repo)")
+    report.add_argument("--revision", default=None, help="the dataset's branch, tag or commit (default: main)")
+    report.set_defaults(handler=feedback_report_command)
 
     args = parser.parse_args(argv)
     return args.handler(args)
