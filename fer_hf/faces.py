@@ -8,7 +8,7 @@
     face = crop_face(image, boxes[0])                # grayscale square, framed like FER-2013
     photo, boxes, crops = find_faces("group.jpg", FaceDetector())  # read, detect, crop: the recognizer's path
     recognizer = FaceExpressionRecognizer(model, processor)   # any transformers image classifier
-    recognizer(image)                                # [{"box", "label", "score", "scores", ...}, ...]
+    recognizer(image)                                # [{"box", "label", "score", "scores", "unsure", ...}, ...]
     FaceExpressionRecognizer(model, processor, labels=["happy", "sad"])  # a 7-class model's happy-vs-sad view
 
 Finding and cropping faces live in fer_hf.model.face_detection, which every saved model also carries for its
@@ -39,7 +39,7 @@ from .model.face_detection import (
 
 # load_image, ImageReadError and ImageSource are part of this module's API too: photos go in as any ImageSource.
 from .model.images import ImageReadError, ImageSource, load_image
-from .model.pipeline_fer import FLIP_MARGIN
+from .model.pipeline_fer import FLIP_MARGIN, is_unsure, score_temperature, temper
 
 
 # --------------------------------------------------------------------------------------------
@@ -159,6 +159,8 @@ class FaceExpressionRecognizer:
         self._columns = None if labels is None else label_indices(self.model_labels, labels, name)
         self.labels = self.model_labels if labels is None else list(labels)
         self._crop_mode = "L" if getattr(model.config, "num_channels", 3) == 1 else "RGB"
+        self._temperature = getattr(model.config, "temperature", 1.0)
+        self._flip_temperature = score_temperature(model.config, True, flip_margin)
 
     @property
     def min_side(self) -> int | None:
@@ -215,6 +217,9 @@ class FaceExpressionRecognizer:
     def classify(self, crops: Sequence[Image.Image]) -> np.ndarray:
         """Class probabilities (crops x labels) of already cropped faces, batch_size faces a forward pass.
 
+        They are calibrated where the model was (`python -m fer_hf calibrate`): the temperature fitted for one
+        view, or with flip_tta the one fitted for mirror-averaged scores (fer_hf.model.pipeline_fer.score_temperature).
+
         With flip_tta, a crop whose top two classes are within flip_margin gets the mean of its own and its
         mirror image's (the mirrors of a batch share a second forward pass).
         With `labels`, they are the chosen classes' probabilities renormalised (after the mirror average).
@@ -224,13 +229,17 @@ class FaceExpressionRecognizer:
         chunks = []
         for start in range(0, len(crops), self.batch_size):
             batch = [crop.convert(self._crop_mode) for crop in crops[start : start + self.batch_size]]
-            probabilities = self.runtime(batch)
-            if self.flip_tta:
+            probabilities = self.runtime(batch)  # one view, calibrated by the model's own temperature
+            if self.flip_tta and not self.runtime.multi_label:
+                # Mirrored faces and labels are chosen on the uncalibrated scores, as before calibration, and the
+                # mirror-averaged scores get the temperature fitted for them.
+                probabilities = temper(probabilities, 1 / self._temperature)
                 # Only the faces whose top two classes are close gain from their mirror image's opinion.
                 unsure = np.flatnonzero(top_two_margin(probabilities) < self.flip_margin)
                 if len(unsure):
-                    mirrored = self.runtime([ImageOps.mirror(batch[i]) for i in unsure])
+                    mirrored = temper(self.runtime([ImageOps.mirror(batch[i]) for i in unsure]), 1 / self._temperature)
                     probabilities[unsure] = (probabilities[unsure] + mirrored) / 2
+                probabilities = temper(probabilities, self._flip_temperature)
             chunks.append(probabilities)
         probabilities = np.concatenate(chunks)
         return probabilities if self._columns is None else restrict_probabilities(probabilities, self._columns)
@@ -238,7 +247,8 @@ class FaceExpressionRecognizer:
     def face_result(
         self, box: tuple[int, int, int, int], detection_score: float | None, probs: np.ndarray
     ) -> dict[str, Any]:
-        """One face as this recognizer reports it: box, label, score, scores (by label), detection_score."""
+        """One face as this recognizer reports it: box, label, score, scores (by label), detection_score, and
+        unsure (the score is below the model's `unsure_threshold`; with `labels`, the renormalised score)."""
         best = int(np.argmax(probs))
         return {
             "box": box,
@@ -246,6 +256,7 @@ class FaceExpressionRecognizer:
             "score": float(probs[best]),
             "scores": {label: float(p) for label, p in zip(self.labels, probs)},
             "detection_score": detection_score,
+            "unsure": is_unsure(float(probs[best]), self.model.config),
         }
 
 
