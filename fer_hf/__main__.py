@@ -119,7 +119,10 @@ def calibrate_command(args: argparse.Namespace) -> int:
         print(f"Split {args.split!r} not in {args.dataset_name} (it has {', '.join(dataset)}).", file=sys.stderr)
         return 2
     try:
-        report = calibrate_folder(folder, dataset[args.split], split=args.split, batch_size=args.batch_size)
+        command = f"python -m fer_hf calibrate {args.model} --dataset_name {args.dataset_name}" + (
+            f" --split {args.split}" if args.split != "validation" else "")
+        report = calibrate_folder(folder, dataset[args.split], split=args.split, batch_size=args.batch_size,
+                                  command=command)
     except ValueError as error:  # the dataset's classes are not the model's, or a class has no face
         print(f"error: cannot calibrate {args.model} on {args.dataset_name} [{args.split}]: {error}", file=sys.stderr)
         return 2

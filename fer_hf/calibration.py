@@ -121,7 +121,7 @@ def fit_temperature(probabilities: np.ndarray, labels: np.ndarray) -> float:
         return loss
 
     optimizer.step(closure)
-    return round(float(log_t.exp()), 4)
+    return round(float(log_t.detach().exp()), 4)
 
 
 def expected_calibration_error(probabilities: np.ndarray, labels: np.ndarray, bins: int = ECE_BINS) -> float:
@@ -220,7 +220,7 @@ def fit_calibration(config: Any, logits: ViewLogits, *, seed: int = 0) -> dict[s
 
 
 def calibrate_folder(folder: str | Path, dataset: Any, *, split: str = "validation", batch_size: int = 256,
-                     seed: int = 0) -> dict[str, Any]:
+                     seed: int = 0, command: str | None = None) -> dict[str, Any]:
     """Calibrates the model saved in `folder` on `dataset` and writes its config.json (temperatures and threshold;
     the weights are not touched), `calibration.json` (the report, which the model card shows) and
     `{split}_reliability.png` (before and after, the default scores)."""
@@ -230,7 +230,10 @@ def calibrate_folder(folder: str | Path, dataset: Any, *, split: str = "validati
     model, processor = load_classifier(folder)
     check_labels(model, dataset, split)
     logits = view_logits(model, processor, dataset, batch_size=batch_size)
-    report = {"split": split, **fit_calibration(model.config, logits, seed=seed)}
+    from .inference import cpu_name
+
+    report = {"split": split, "command": command or f"python -m fer_hf calibrate {folder} --split {split}",
+              "machine": cpu_name(), **fit_calibration(model.config, logits, seed=seed)}
     model.config.save_pretrained(folder)
     (folder / "calibration.json").write_text(json.dumps(report, indent=2) + "\n")
     reliability_diagram({"uncalibrated": logits.probabilities("flip"),

@@ -32,7 +32,8 @@ from .video import VIDEO_EXTENSIONS, Timeline, VideoReadError, analyze_video, is
 
 logger = logging.getLogger(__name__)
 
-FIELDS = ["file", "face", "status", "x0", "y0", "x1", "y1", "label", "score", "detection_score", "error"]
+# unsure: "true" where the face's calibrated top score is below the model's unsure_threshold (fer_hf.calibration).
+FIELDS = ["file", "face", "status", "x0", "y0", "x1", "y1", "label", "score", "unsure", "detection_score", "error"]
 # The columns when there are videos: a video's rows also say which frame, when, and which track.
 VIDEO_FIELDS = ["file", "frame", "time", "track", *FIELDS[1:]]
 
@@ -128,7 +129,7 @@ def _rows(name: str, faces: list[dict] | str) -> list[dict[str, Any]]:
     return [
         {**_empty_row(name), "face": index, "status": "face", "x0": face["box"][0], "y0": face["box"][1],
          "x1": face["box"][2], "y1": face["box"][3], "label": face["label"], "score": face["score"],
-         "detection_score": face["detection_score"], "scores": face["scores"]}
+         "unsure": face["unsure"], "detection_score": face["detection_score"], "scores": face["scores"]}
         for index, face in enumerate(faces)
     ]
 
@@ -206,6 +207,8 @@ def _write_csv(rows: Iterable[dict[str, Any]], handle: TextIO, labels: Sequence[
 def _cell(value: Any) -> Any:
     if value is None:
         return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
     return f"{value:.6f}" if isinstance(value, float) else value
 
 

@@ -3,7 +3,7 @@
     from transformers import pipeline
 
     fer = pipeline("facial-expression-recognition", model="models/fer2013-cnn", trust_remote_code=True)
-    fer("photo.jpg")  # [{"box": {"xmin", "ymin", "xmax", "ymax"}, "label", "score", "scores", "detection_score"}, ...]
+    fer("photo.jpg")  # [{"box": {...}, "label", "score", "scores", "detection_score", "unsure"}, ...]
     fer(["a.jpg", "https://example.com/b.jpg"])   # one list per photo; the faces of all share forward passes
     fer("landscape.jpg")                          # [] : no face
     fer("landscape.jpg", whole_image=True)        # the whole photo classified, with detection_score None
@@ -12,7 +12,10 @@ Every model folder that fer-hf saves or pushes carries this file and the files i
 its config.json's `custom_pipelines` (`fer_hf.model.copy_model_code`), so a process without fer_hf runs it with
 `trust_remote_code=True`. Photos are read, searched and cropped by face_detection.find_faces with the model's
 own `face_crop_margin` and `face_align`, and a face whose top two classes are within `flip_margin` gets the
-mean of its own and its mirror image's class probabilities: the path and defaults of `python -m fer_hf predict`, which gives the same labels with the same detector. With fer_hf
+mean of its own and its mirror image's class probabilities: the path and defaults of `python -m fer_hf predict`, which gives the same labels with the same detector.
+Scores are calibrated probabilities where the model was calibrated (`python -m fer_hf calibrate`: a temperature for
+each way scores are made, stored in its config), and a face whose top score is below the model's
+`unsure_threshold` is marked `"unsure": True`. With fer_hf
 installed, `pipeline(TASK, model=..., pipeline_class=FacialExpressionRecognitionPipeline, trust_remote_code=False)`
 runs the package's own code instead of the folder's.
 """
@@ -37,8 +40,9 @@ logger = logging.getLogger(__name__)
 TASK = "facial-expression-recognition"
 # Faces (and mirror images) per forward pass unless the caller gives `batch_size`.
 DEFAULT_BATCH_SIZE = 64
-# A face is mirror-averaged only when its own top two classes are within this: fer_hf.faces.FLIP_MARGIN,
-# repeated here because a model folder's copy of this file cannot import fer_hf (a test keeps them equal).
+# A face is mirror-averaged only when its own top two classes are within this: on PublicTest, fer2013-cnn in
+# int8 mirrors 31% of the faces for 70.24% against 70.30% when it mirrors all (a third of the extra work;
+# benchmarks/results/mirror_margin.md, the margin chosen on one half of PublicTest and scored on the other).
 FLIP_MARGIN = 0.3
 
 
@@ -47,7 +51,7 @@ class FacialExpressionRecognitionPipeline(ChunkPipeline):
 
     Inputs: a path, an http(s) URL, a PIL image, a NumPy array or bytes, or a list of them. Output per
     photo: its faces largest first, each `{"box": {"xmin", "ymin", "xmax", "ymax"}, "label", "score",
-    "scores": {label: probability}, "detection_score"}` with the box in the photo's own pixels (xmax and
+    "scores": {label: probability}, "detection_score", "unsure"}` with the box in the photo's own pixels (xmax and
     ymax exclusive); `[]` for a photo without a face.
 
     Args (to `pipeline(...)`):
@@ -133,7 +137,9 @@ class FacialExpressionRecognitionPipeline(ChunkPipeline):
             if output["keep"]:
                 face = faces.setdefault(output["face"], [output["box"], output["detection_score"], []])
                 face[2].append(self._probabilities(output["logits"][0]))
-        return [self._result(box, detection_score, self._mirror_where_unsure(views, flip_margin))
+        mirrored = any(len(views) > 1 for _, _, views in faces.values())
+        temperature = score_temperature(self.model.config, mirrored, flip_margin)
+        return [self._result(box, detection_score, self._calibrated(self._mirror_where_unsure(views, flip_margin), temperature))
                 for box, detection_score, views in faces.values()]
 
     @staticmethod
@@ -144,11 +150,21 @@ class FacialExpressionRecognitionPipeline(ChunkPipeline):
         return np.mean(views, axis=0) if len(views) > 1 and top_two[1] - top_two[0] < flip_margin else own
 
     def _probabilities(self, logits: torch.Tensor) -> np.ndarray:
-        """Softmax of one input's logits; sigmoid for a multi-label model."""
+        """Softmax of one input's logits before temperature scaling; sigmoid for a multi-label model.
+
+        Which faces are mirrored, and their labels, are decided on these, as before the model was calibrated.
+        """
         logits = logits.float()
-        if getattr(self.model.config, "problem_type", None) == "multi_label_classification":
+        if self._multi_label:
             return torch.sigmoid(logits).numpy()
-        return torch.softmax(logits, dim=-1).numpy()
+        return torch.softmax(logits * getattr(self.model.config, "temperature", 1.0), dim=-1).numpy()
+
+    def _calibrated(self, probabilities: np.ndarray, temperature: float) -> np.ndarray:
+        return probabilities if self._multi_label else temper(probabilities, temperature)
+
+    @property
+    def _multi_label(self) -> bool:
+        return getattr(self.model.config, "problem_type", None) == "multi_label_classification"
 
     def _result(self, box: tuple[int, int, int, int], detection_score: float | None, probs: np.ndarray) -> dict:
         best = int(np.argmax(probs))
@@ -158,7 +174,30 @@ class FacialExpressionRecognitionPipeline(ChunkPipeline):
             "score": float(probs[best]),
             "scores": {label: float(p) for label, p in zip(self.labels, probs)},
             "detection_score": detection_score,
+            "unsure": is_unsure(float(probs[best]), self.model.config),
         }
+
+
+def score_temperature(config: Any, mirrored: bool, flip_margin: float = FLIP_MARGIN) -> float:
+    """The temperature (fitted by `python -m fer_hf calibrate`) of scores made one way: one view of each face,
+    faces mirror-averaged where their top two classes are within `flip_margin` (the default), or every face
+    mirror-averaged (`flip_margin` 1). 1 for a model that was never calibrated."""
+    if not mirrored or flip_margin <= 0:
+        return getattr(config, "temperature", 1.0)
+    return getattr(config, "flip_all_temperature" if flip_margin >= 1 else "flip_temperature", 1.0)
+
+
+def temper(probabilities: np.ndarray, temperature: float) -> np.ndarray:
+    """softmax(log(probabilities) / temperature) over the last axis (float32): temperature scaling of scores that
+    are probabilities already, e.g. the mean of a face's and its mirror image's. The argmax is unchanged."""
+    log_p = np.log(np.clip(np.asarray(probabilities, dtype=np.float64), 1e-300, None)) / temperature
+    scaled = np.exp(log_p - log_p.max(axis=-1, keepdims=True))
+    return (scaled / scaled.sum(axis=-1, keepdims=True)).astype(np.float32)
+
+
+def is_unsure(score: float, config: Any) -> bool:
+    """Whether a face's calibrated top probability is below the model's `unsure_threshold` (0: never)."""
+    return score < getattr(config, "unsure_threshold", 0.0)
 
 
 def _readable(image: Any, timeout: float | None) -> Any:
@@ -183,4 +222,5 @@ CUSTOM_PIPELINE = {
 }
 
 
-__all__ = ["CUSTOM_PIPELINE", "DEFAULT_BATCH_SIZE", "TASK", "FacialExpressionRecognitionPipeline"]
+__all__ = ["CUSTOM_PIPELINE", "DEFAULT_BATCH_SIZE", "TASK", "FacialExpressionRecognitionPipeline", "is_unsure",
+           "score_temperature", "temper"]
