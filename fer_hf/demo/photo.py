@@ -16,6 +16,15 @@ from .common import MAX_FILE_SIZE, SHOWN_SIDE, Result, TabHandlers, draw_faces, 
 logger = logging.getLogger("fer_hf.app")
 
 
+def face_caption(face: dict) -> str:
+    """"happy 87%"; for a face the model is unsure of (its calibrated top score below the model's threshold), its
+    top two: "unsure: happy 41% / neutral 35%", so that nobody takes a coin toss for an answer."""
+    if not face.get("unsure"):
+        return f"{face['label']} {face['score']:.0%}"
+    (first, p1), (second, p2) = sorted(face["scores"].items(), key=lambda item: item[1], reverse=True)[:2]
+    return f"unsure: {first} {p1:.0%} / {second} {p2:.0%}"
+
+
 class PhotoTab(TabHandlers):
     """Photo -> annotated photo, result JSON, the selected face's scores and a status line."""
 
@@ -53,7 +62,16 @@ class PhotoTab(TabHandlers):
             status = f"Found **1 face**{note}."
         else:
             status = f"Found **{len(faces)} faces**{note}, numbered from the largest. Click a face or pick one below."
-        return self._outputs(image, result, status)
+        return self._outputs(image, result, status + self._unsure_note(faces))
+
+    def _unsure_note(self, faces: list[dict]) -> str:
+        """" **Unsure** of face 2: sad 41% / neutral 35% (below the model's 70% threshold).", or "" if none is."""
+        unsure = [f"face {i + 1}: {face_caption(face).removeprefix('unsure: ')}" for i, face in enumerate(faces)
+                  if face.get("unsure")]
+        if not unsure:
+            return ""
+        threshold = getattr(self.recognizer.model.config, "unsure_threshold", 0.0)
+        return f" **Unsure** of {'; '.join(unsure)} (below the model's {threshold:.0%} threshold)."
 
     def analyze_whole_image(self, photo: str | dict | None) -> tuple:
         """Like analyze, but classifies the whole photo when it has no face."""
@@ -66,7 +84,7 @@ class PhotoTab(TabHandlers):
         index = min(max(int(index), 0), len(result["faces"]) - 1)
         image, _ = read_upload(photo, max_side=SHOWN_SIDE[1])
         size = (result["width"], result["height"])
-        return self._shown(draw_faces(image, result["faces"], index, size)), result["faces"][index]["scores"]
+        return self._shown(draw_faces(image, result["faces"], index, size, face_caption)), result["faces"][index]["scores"]
 
     def pick_face(self, photo: str | dict | None, result: Result | None, event: gr.SelectData) -> tuple:
         """A click on the annotated photo selects the smallest face under it, else the nearest face."""
@@ -88,11 +106,11 @@ class PhotoTab(TabHandlers):
     def face_picker(result: Result | None) -> tuple:
         """Result -> (face picker: shown for several faces, whole-image button: shown when no face was found)."""
         faces = result["faces"] if result else []
-        choices = [(f"{i + 1}: {face['label']} {face['score']:.0%}", i) for i, face in enumerate(faces)]
+        choices = [(f"{i + 1}: {face_caption(face)}", i) for i, face in enumerate(faces)]
         return (gr.update(choices=choices, value=0 if faces else None, visible=len(faces) > 1),
                 gr.update(visible=result is not None and not faces))
 
     def _outputs(self, image: Image.Image | None, result: Result | None, status: str) -> tuple:
         faces, size = (result["faces"], (result["width"], result["height"])) if result else ([], None)
-        annotated = self._shown(draw_faces(image, faces, size=size)) if image is not None else None
+        annotated = self._shown(draw_faces(image, faces, size=size, caption=face_caption)) if image is not None else None
         return annotated, result, faces[0]["scores"] if faces else None, status
