@@ -160,6 +160,7 @@ class FaceExpressionRecognizer:
         self.labels = self.model_labels if labels is None else list(labels)
         self._crop_mode = "L" if getattr(model.config, "num_channels", 3) == 1 else "RGB"
         self._temperature = getattr(model.config, "temperature", 1.0)
+        self._multi_label = getattr(model.config, "problem_type", None) == "multi_label_classification"
         self._flip_temperature = score_temperature(model.config, True, flip_margin)
 
     @property
@@ -230,7 +231,7 @@ class FaceExpressionRecognizer:
         for start in range(0, len(crops), self.batch_size):
             batch = [crop.convert(self._crop_mode) for crop in crops[start : start + self.batch_size]]
             probabilities = self.runtime(batch)  # one view, calibrated by the model's own temperature
-            if self.flip_tta and not self.runtime.multi_label:
+            if self.flip_tta and not self._multi_label:
                 # Mirrored faces and labels are chosen on the uncalibrated scores, as before calibration, and the
                 # mirror-averaged scores get the temperature fitted for them.
                 probabilities = temper(probabilities, 1 / self._temperature)
