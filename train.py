@@ -323,7 +323,7 @@ def main():
                                         batch_size=training_args.per_device_eval_batch_size,
                                         device=training_args.device)
         if model_args.calibrate and "validation" in dataset:
-            calibrate_saved_model(trainer, dataset["validation"])
+            calibrate_saved_model(trainer, dataset["validation"], data_args.dataset_name)
         plot_training_curves(trainer.state.log_history, output_dir / "training_curves.png")
         run_info = build_run_info(
             trainer, model_args, data_args, dataset, argv=sys.argv[1:], carried=carried, precision=precision,

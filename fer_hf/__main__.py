@@ -114,6 +114,9 @@ def calibrate_command(args: argparse.Namespace) -> int:
         print(f"error: {args.model} is not a model folder (no config.json); download a Hub model first "
               "(hf download REPO_ID --local-dir FOLDER)", file=sys.stderr)
         return 1
+    loaded = _load_model(args)
+    if loaded is None:
+        return 1
     dataset = load_fer_dataset(args.dataset_name, seed=args.seed)
     if args.split not in dataset:
         print(f"Split {args.split!r} not in {args.dataset_name} (it has {', '.join(dataset)}).", file=sys.stderr)
@@ -121,7 +124,7 @@ def calibrate_command(args: argparse.Namespace) -> int:
     try:
         command = f"python -m fer_hf calibrate {args.model} --dataset_name {args.dataset_name}" + (
             f" --split {args.split}" if args.split != "validation" else "")
-        report = calibrate_folder(folder, dataset[args.split], split=args.split, batch_size=args.batch_size,
+        report = calibrate_folder(*loaded, folder, dataset[args.split], split=args.split, batch_size=args.batch_size,
                                   command=command)
     except ValueError as error:  # the dataset's classes are not the model's, or a class has no face
         print(f"error: cannot calibrate {args.model} on {args.dataset_name} [{args.split}]: {error}", file=sys.stderr)
@@ -258,7 +261,7 @@ def main(argv=None) -> int:
     calibrate.add_argument("--split", default="validation", help="held-out faces to fit on (default: PublicTest)")
     calibrate.add_argument("--batch_size", type=int, default=256)
     calibrate.add_argument("--seed", type=int, default=42, help="seed of a photo folder's split")
-    calibrate.set_defaults(handler=calibrate_command)
+    calibrate.set_defaults(handler=calibrate_command, revision=None)  # a local folder: no Hub revision
 
     push = commands.add_parser("push", help="upload a model folder to the Hub")
     push.add_argument("folder", help="a folder written by train.py (model.safetensors, run_info.json, ...)")

@@ -219,15 +219,12 @@ def fit_calibration(config: Any, logits: ViewLogits, *, seed: int = 0) -> dict[s
     return report
 
 
-def calibrate_folder(folder: str | Path, dataset: Any, *, split: str = "validation", batch_size: int = 256,
-                     seed: int = 0, command: str | None = None) -> dict[str, Any]:
-    """Calibrates the model saved in `folder` on `dataset` and writes its config.json (temperatures and threshold;
-    the weights are not touched), `calibration.json` (the report, which the model card shows) and
-    `{split}_reliability.png` (before and after, the default scores)."""
-    from .hub import load_classifier
-
-    folder = Path(folder)
-    model, processor = load_classifier(folder)
+def calibrate_folder(model: Any, image_processor: Any, folder: str | Path, dataset: Any, *, split: str = "validation",
+                     batch_size: int = 256, seed: int = 0, command: str | None = None) -> dict[str, Any]:
+    """Calibrates `model`, loaded from `folder` (fer_hf.hub.load_classifier), on `dataset` and writes the folder's
+    config.json (temperatures and threshold; the weights are not touched), `calibration.json` (the report, which
+    the model card shows) and `{split}_reliability.png` (before and after, the default scores)."""
+    folder, processor = Path(folder), image_processor
     check_labels(model, dataset, split)
     logits = view_logits(model, processor, dataset, batch_size=batch_size)
     from .inference import cpu_name

@@ -371,7 +371,7 @@ def recompute_batch_norm(trainer: Trainer, train: Dataset) -> bool:
     return updated > 0
 
 
-def calibrate_saved_model(trainer: Trainer, validation: Dataset) -> dict | None:
+def calibrate_saved_model(trainer: Trainer, validation: Dataset, dataset_name: str) -> dict | None:
     """Fits the saved model's temperatures and unsure threshold on the validation rows (`python -m fer_hf
     calibrate`: config.json, calibration.json, the reliability diagram) and gives them to the model in memory,
     so a later save or push keeps them. None, with a warning naming why, where the rows lack one of its classes."""
@@ -379,9 +379,9 @@ def calibrate_saved_model(trainer: Trainer, validation: Dataset) -> dict | None:
 
     output_dir = Path(trainer.args.output_dir)
     try:
-        report = calibrate_folder(output_dir, validation.with_format(None), split="validation",
-                                  batch_size=trainer.args.per_device_eval_batch_size,
-                                  command=f"python -m fer_hf calibrate {output_dir} --dataset_name DATASET (by train.py)")
+        report = calibrate_folder(*load_classifier(output_dir), output_dir, validation.with_format(None),
+                                  split="validation", batch_size=trainer.args.per_device_eval_batch_size,
+                                  command=f"python -m fer_hf calibrate {output_dir} --dataset_name {dataset_name}")
     except ValueError as error:
         logger.warning("Not calibrated: %s", error)
         return None
