@@ -59,9 +59,6 @@ class ViewLogits:
         top_two = np.sort(own, axis=-1)[:, -2:]
         return np.where((top_two[:, 1] - top_two[:, 0] < flip_margin)[:, None], averaged, own)
 
-    def subset(self, rows: np.ndarray) -> "ViewLogits":
-        return ViewLogits(self.own[rows], self.mirror[rows], self.labels[rows])
-
 
 def _softmax(logits: np.ndarray) -> np.ndarray:
     return torch.softmax(torch.as_tensor(logits, dtype=torch.float64), dim=-1).numpy()
@@ -188,7 +185,7 @@ def calibrate_model(model: Any, image_processor: Any, dataset: Any, *, batch_siz
 def fit_calibration(config: Any, logits: ViewLogits, *, seed: int = 0) -> dict[str, Any]:
     """`calibrate_model` on logits already computed: sets `config`'s temperatures and threshold, returns the report."""
     halves = np.array_split(np.random.default_rng(seed).permutation(len(logits.labels)), 2)
-    report: dict[str, Any] = {"faces": int(len(logits.labels)), "ece_bins": ECE_BINS, "modes": {}}
+    report: dict[str, Any] = {"faces": len(logits.labels), "ece_bins": ECE_BINS, "modes": {}}
     for mode, (field, _) in MODES.items():
         raw = logits.probabilities(mode)
         temperature = fit_temperature(raw, logits.labels)
@@ -271,6 +268,22 @@ def reliability_diagram(curves: dict[str, np.ndarray], labels: np.ndarray, path:
     plt.close(fig)
 
 
-__all__ = ["ECE_BINS", "MODES", "THRESHOLD_GRID", "UNSURE_ACCURACY", "ViewLogits", "calibrate_folder", "calibrate_model",
-           "calibrated_probabilities", "calibration_metrics", "check_labels", "coverage_at", "fit_calibration",
-           "expected_calibration_error", "fit_temperature", "reliability_diagram", "unsure_threshold", "view_logits"]
+__all__ = [
+    "ECE_BINS",
+    "MODES",
+    "THRESHOLD_GRID",
+    "UNSURE_ACCURACY",
+    "ViewLogits",
+    "calibrate_folder",
+    "calibrate_model",
+    "calibrated_probabilities",
+    "calibration_metrics",
+    "check_labels",
+    "coverage_at",
+    "expected_calibration_error",
+    "fit_calibration",
+    "fit_temperature",
+    "reliability_diagram",
+    "unsure_threshold",
+    "view_logits",
+]

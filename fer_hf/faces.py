@@ -173,7 +173,7 @@ class FaceExpressionRecognizer:
         return _min_side(self.max_side)
 
     def __call__(self, image: ImageSource, top_faces: int | None = None) -> list[dict[str, Any]]:
-        """Faces of one photo, largest first: dicts with box, label, score, scores, detection_score.
+        """Faces of one photo, largest first: dicts with box, label, score, scores, detection_score, unsure.
 
         Args:
             image: Anything load_image reads.
