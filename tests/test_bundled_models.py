@@ -54,10 +54,14 @@ def test_card_metrics_are_reproduced_by_the_evaluate_command():
 
 @pytest.mark.parametrize("folder", MODELS, ids=[p.name for p in MODELS])
 def test_bundled_code_is_the_package_code(folder):
-    # Users without fer_hf run these copies: a change to fer_hf's model code must be re-saved here
-    # (`model.save_pretrained(folder)` with fer_hf imported copies the files again).
-    for name in ("configuration_fer.py", "modeling_fer.py", "image_processing_fer.py"):
-        assert (folder / name).read_text() == (ROOT / "fer_hf" / name).read_text(), f"{folder.name}/{name} is stale"
+    # Users without fer_hf run these copies, file for file fer_hf/model/: after a change there,
+    # `fer_hf.model.copy_model_code(folder)` copies them again.
+    from fer_hf.model import MODEL_CODE_DIR, model_code_files
+
+    shipped = [path.name for path in model_code_files()]
+    assert sorted(path.name for path in folder.glob("*.py")) == shipped  # no more, no fewer
+    for name in shipped:
+        assert (folder / name).read_text() == (MODEL_CODE_DIR / name).read_text(), f"{folder.name}/{name} is stale"
 
 
 @requires_full_data("scores the default's happy/sad view on PublicTest's happy and sad faces and the 46 held-out photos")
