@@ -218,6 +218,13 @@ def main(argv=None) -> int:
                          help="videos: write the video with faces boxed and labelled (OUT_<video>.mp4 for several)")
     predict.add_argument("--plot", default=None, metavar="OUT.png",
                          help="videos: write the expression-over-time chart per face track (OUT_<video>.png for several)")
+    predict.add_argument("--explain", default=None, metavar="DIR",
+                         help="photos: write one PNG per face to DIR, its heat map (Grad-CAM) over the face: warm "
+                              "where the label came from (needs captum)")
+    predict.add_argument("--explain_method", choices=("grad-cam", "occlusion"), default="grad-cam",
+                         help="with --explain: grad-cam (default) or the slower occlusion check")
+    predict.add_argument("--target", default=None, metavar="LABEL",
+                         help="with --explain: the heat maps show where this label came from (default: each face's own)")
     predict.set_defaults(handler=predict_command)
 
     args = parser.parse_args(argv)
