@@ -257,3 +257,29 @@ def test_a_re_initialised_model_gives_unrelated_maps(classifier, fixture_faces):
         correlations = rank_correlations(trained, face_heatmaps(randomised_copy(model), pixel_values, targets, method))
         assert np.nanmean(correlations) < 0.3, method
         assert rank_correlations(trained, trained + 0.5 * trained ** 2)[0] == pytest.approx(1)  # monotone: same ranks
+
+
+# --- the demo's "Why?" switch (tests/test_app_browser.py shows it in a browser) ---------------------------------
+
+
+def test_the_why_switch_draws_each_face_s_map_and_a_legend(classifier):
+    from fer_hf.demo import FaceDemo
+
+    demo = FaceDemo(FaceExpressionRecognizer(*classifier))
+    plain, result, _, status = demo.analyze(str(GROUP))
+    why, why_result, _, why_status = demo.analyze(str(GROUP), True)
+    assert why_result == result and json.dumps(why_result)  # the JSON has no arrays: the maps are only drawn
+    assert "Heat maps" in why_status and "Heat maps" not in status
+    assert why.width == plain.width and why.height > plain.height  # the legend below the photo
+    changed = np.abs(np.asarray(why, np.int16)[: plain.height] - np.asarray(plain, np.int16)).max(-1) > 0
+    scale = plain.width / result["width"]
+    inside = np.zeros_like(changed)
+    for face in result["faces"]:
+        x0, y0, x1, y1 = (round(v * scale) for v in face["box"])
+        inside[max(0, y0 - 30) : y1 + 4, max(0, x0 - 4) : x1 + 4] = True  # the box, its caption above it
+        assert changed[y0 + 4 : y1 - 4, x0 + 4 : x1 - 4].mean() > 0.9  # the map covers the face
+    assert not changed[~inside].any()  # and nothing else
+    # Picking a face keeps the maps; without the switch they are gone.
+    picked, scores = demo.show_face(str(GROUP), why_result, 2, True)
+    assert picked.size == why.size and scores == result["faces"][2]["scores"]
+    assert demo.show_face(str(GROUP), why_result, 2)[0].size == plain.size
