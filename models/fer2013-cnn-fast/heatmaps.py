@@ -80,7 +80,7 @@ def target_index(labels: Sequence[str], target: str | None) -> int | None:
 
 
 def face_heatmaps(model: nn.Module, pixel_values: torch.Tensor, targets: Sequence[int],
-                  method: str = "grad-cam") -> np.ndarray:
+                  method: str = "grad-cam", min_side: int = MIN_SIDE) -> np.ndarray:
     """Heat maps of face crops: faces x height x width (the crops' size), float32 in [0, 1].
 
     Args:
@@ -88,6 +88,7 @@ def face_heatmaps(model: nn.Module, pixel_values: torch.Tensor, targets: Sequenc
         pixel_values: The crops as the model takes them (faces x channels x height x width).
         targets: The class index each face's map is for.
         method: "grad-cam" or "occlusion" (see METHODS).
+        min_side: Grad-CAM looks at the last feature map with sides of at least this many cells.
 
     Each map is scaled so that its largest value is 1; a map with nothing positive is all 0.
     """
@@ -99,7 +100,7 @@ def face_heatmaps(model: nn.Module, pixel_values: torch.Tensor, targets: Sequenc
     targets = torch.as_tensor(list(targets), dtype=torch.long, device=pixel_values.device)
     inputs = pixel_values.detach().to(dtype=next(shell.parameters()).dtype)
     if method == "grad-cam":
-        layer = gradcam_layer(shell, inputs[:1])
+        layer = gradcam_layer(shell, inputs[:1], min_side)
         maps = LayerGradCam(forward, layer).attribute(inputs, target=targets, relu_attributions=True)
         maps = LayerAttribution.interpolate(maps, tuple(inputs.shape[-2:]), interpolate_mode="bilinear")
     else:
