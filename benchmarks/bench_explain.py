@@ -35,7 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PUBLICTEST = ROOT.parent / "shared" / "data" / "fer2013" / "publictest.parquet"
 DELETION_PASS = 0.75  # share of faces on which the map must beat random pixels
 RANDOMISATION_PASS = 0.3  # mean rank correlation with a re-initialised model's maps must stay below this
-BATCH = 64
+BATCH = 16  # faces per call: occlusion then puts 16 occluded copies of each in a forward pass
 # Grad-CAM is also measured on the last map with half MIN_SIDE's cells a side (fer2013-cnn's last, 6x6).
 COARSER = MIN_SIDE // 2
 

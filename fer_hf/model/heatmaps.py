@@ -42,6 +42,8 @@ MIN_SIDE = 12
 # Occlusion: the gray patch (0 is the mean pixel after normalisation) and its step, in crop pixels.
 OCCLUSION_WINDOW = 8
 OCCLUSION_STRIDE = 4
+# Occluded copies per forward pass, all faces of a call together: a bound on the memory a big group photo takes.
+OCCLUSION_BATCH = 256
 
 # Where a square crop lies in the photo: its top-left corner (x, y), its side and its turn in degrees
 # (face_detection.crop_square); None for a photo classified whole (its crop is the photo resized).
@@ -107,7 +109,7 @@ def face_heatmaps(model: nn.Module, pixel_values: torch.Tensor, targets: Sequenc
         channels = inputs.shape[1]
         with torch.no_grad():
             maps = Occlusion(forward).attribute(
-                inputs, target=targets, baselines=0, perturbations_per_eval=64,
+                inputs, target=targets, baselines=0, perturbations_per_eval=max(1, OCCLUSION_BATCH // len(inputs)),
                 sliding_window_shapes=(channels, OCCLUSION_WINDOW, OCCLUSION_WINDOW),
                 strides=(channels, OCCLUSION_STRIDE, OCCLUSION_STRIDE),
             )
