@@ -138,3 +138,19 @@ def test_push_space_again_without_a_revision_follows_main(hub, model_sha, tmp_pa
     assert len(hub.history(space, repo_type="space")) == 3  # the initial commit and one per push
     readme = hub.file_bytes(space, "README.md", repo_type="space").decode()
     assert model_sha not in readme and f"--model {MODEL}`" in readme
+
+
+def test_push_space_with_a_feedback_repo_gives_the_token_as_a_secret_only(hub, model_sha, tmp_path):
+    space, feedback = "alice/fer-demo-feedback", "alice/fer-feedback"
+    run = _fer_hf(hub, "push-space", space, "--model", MODEL, "--feedback_repo", feedback, hf_home=tmp_path / "hf")
+    assert run.returncode == 0, run.stderr[-4000:]
+    assert hub.space_variables(space) == {"FER_HF_MODEL": MODEL, "FER_HF_FEEDBACK_REPO": feedback}
+    assert hub.space_secrets(space) == {"HF_TOKEN": TOKEN}
+    assert hub.is_private(feedback, repo_type="dataset")  # created at the push: a repo it cannot write to fails it
+    for path in hub.files(space, repo_type="space"):  # the token is in no file of the Space
+        assert TOKEN.encode() not in hub.file_bytes(space, path, repo_type="space"), path
+    assert TOKEN not in run.stdout + run.stderr
+    # Pushed again without it, the demo has no corrections (the secret stays: a private model may need it).
+    run = _fer_hf(hub, "push-space", space, "--model", MODEL, hf_home=tmp_path / "hf")
+    assert run.returncode == 0, run.stderr[-4000:]
+    assert hub.space_variables(space) == {"FER_HF_MODEL": MODEL}

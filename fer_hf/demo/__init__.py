@@ -5,6 +5,7 @@ each control to one handler here.
     photo.py    the Photo tab
     live.py     the Live webcam tab (frames streamed to the server)
     video.py    the Video tab
+    feedback.py corrections sent from the Photo tab to a Hub dataset (only with app.py's --feedback_repo)
 """
 
 from __future__ import annotations
