@@ -83,6 +83,7 @@ def build_demo(model_name: str, flip_tta: bool = True, revision: str | None = No
             with gr.Row():
                 with gr.Column() as left:
                     photo = gr.Image(label="Photo", sources=["upload", "clipboard", "webcam"], type="filepath", height=400)
+                    why = gr.Checkbox(label="Why? Show where each label came from (heat maps)", elem_id="why")
                 with gr.Column():
                     annotated = gr.Image(label="Faces", interactive=False, height=400, elem_id="annotated")
                     status = gr.Markdown(elem_id="status")
@@ -133,11 +134,12 @@ def build_demo(model_name: str, flip_tta: bool = True, revision: str | None = No
         # labelling the example again after its cached result). always_last: a paste clears, then
         # uploads, and the upload must not be dropped while the clear runs. preprocess=False: the
         # handler reads the file with load_image, which explains a bad upload; Gradio would not.
-        gr.on([photo.upload, photo.clear], handlers.analyze, photo, outputs, preprocess=False, trigger_mode="always_last")
+        gr.on([photo.upload, photo.clear, why.input], handlers.analyze, [photo, why], outputs, preprocess=False,
+              trigger_mode="always_last")
         details.change(handlers.face_picker, details, [picker, whole])
-        whole.click(handlers.analyze_whole_image, photo, outputs, preprocess=False)
-        picker.input(handlers.show_face, [photo, details, picker], [annotated, scores], preprocess=False)
-        annotated.select(handlers.pick_face, [photo, details], [picker, annotated, scores], preprocess=False)
+        whole.click(handlers.analyze_whole_image, [photo, why], outputs, preprocess=False)
+        picker.input(handlers.show_face, [photo, details, picker, why], [annotated, scores], preprocess=False)
+        annotated.select(handlers.pick_face, [photo, details, why], [picker, annotated, scores], preprocess=False)
         # A stream holds one slot per frame: each frame the browser posts replaces the one waiting, and
         # the browser sends none while a frame is pending, so a slow model drops frames, never queues them.
         webcam.stream(handlers.live, [webcam, tracks], [overlay, live_scores, live_status, tracks], stream_every=stream_every,

@@ -346,6 +346,13 @@ def main(argv=None) -> int:
     predict.add_argument("--duration", type=float, default=None, metavar="SECONDS",
                          help="cameras and streams: stop after this many seconds (default: when the source ends or "
                               "at Ctrl-C)")
+    predict.add_argument("--explain", default=None, metavar="DIR",
+                         help="photos: write one PNG per face to DIR, its heat map (Grad-CAM) over the face: warm "
+                              "where the label came from (needs captum)")
+    predict.add_argument("--explain_method", choices=("grad-cam", "occlusion"), default="grad-cam",
+                         help="with --explain: grad-cam (default) or the slower occlusion check")
+    predict.add_argument("--target", default=None, metavar="LABEL",
+                         help="with --explain: the heat maps show where this label came from (default: each face's own)")
     predict.set_defaults(handler=predict_command)
 
     report = commands.add_parser("feedback-report", help="what the demo's users corrected: counts per label and "

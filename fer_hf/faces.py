@@ -9,6 +9,7 @@
     photo, boxes, crops = find_faces("group.jpg", FaceDetector())  # read, detect, crop: the recognizer's path
     recognizer = FaceExpressionRecognizer(model, processor)   # any transformers image classifier
     recognizer(image)                                # [{"box", "label", "score", "scores", "unsure", ...}, ...]
+    recognizer(image, explain=True)                  # each face also with its "heatmap" (needs captum)
     FaceExpressionRecognizer(model, processor, labels=["happy", "sad"])  # a 7-class model's happy-vs-sad view
 
 Finding and cropping faces live in fer_hf.model.face_detection, which every saved model also carries for its
@@ -32,6 +33,7 @@ from .model.face_detection import (
     FaceDetector,
     _min_side,
     crop_face,
+    crop_square,
     face_align,
     face_crop_margin,
     find_faces,
@@ -172,22 +174,35 @@ class FaceExpressionRecognizer:
         (the image keeps the photo's size in info["original_size"])."""
         return _min_side(self.max_side)
 
-    def __call__(self, image: ImageSource, top_faces: int | None = None) -> list[dict[str, Any]]:
+    def __call__(self, image: ImageSource, top_faces: int | None = None, explain: bool | str = False,
+                 target: str | None = None) -> list[dict[str, Any]]:
         """Faces of one photo, largest first: dicts with box, label, score, scores, detection_score, unsure.
 
         Args:
             image: Anything load_image reads.
             top_faces: Classify only this many of the largest faces; None for all.
-        """
-        return self.predict_batch([image], top_faces=top_faces)[0]
+            explain: Add each face's "heatmap": which of its pixels the label came from, float32 in [0, 1],
+                the box's height x width in the photo's pixels. True or "grad-cam": Grad-CAM; "occlusion":
+                the slower occlusion check (fer_hf.model.heatmaps, on the eager model). Needs captum.
+            target: With explain, the label the heat maps are for; None: each face's own label.
 
-    def predict_batch(self, images: Sequence[ImageSource], top_faces: int | None = None) -> list[list[dict[str, Any]]]:
+        Raises:
+            ValueError: a target that is not one of the model's labels (the message lists them).
+        """
+        return self.predict_batch([image], top_faces=top_faces, explain=explain, target=target)[0]
+
+    def predict_batch(self, images: Sequence[ImageSource], top_faces: int | None = None, explain: bool | str = False,
+                      target: str | None = None) -> list[list[dict[str, Any]]]:
         """Like __call__ for many photos; the crops of all photos share forward passes.
 
         Every crop is held until the forward passes, so give it photos in chunks (a few hundred).
         """
+        from .model.heatmaps import box_heatmap, explain_method, target_index  # imports torch
+
+        method, target_class = explain_method(explain), target_index(self.model_labels, target)
         found: list[list[tuple[tuple[int, int, int, int], float | None]]] = []
         crops: list[Image.Image] = []
+        squares: list[tuple[float, float, float, float] | None] = []  # each crop's square in its photo
         for source in images:
             image, boxes, face_crops = find_faces(
                 source, self.detector, max_side=self.max_side, margin=self.margin, top_faces=top_faces,
@@ -196,10 +211,12 @@ class FaceExpressionRecognizer:
             if boxes:
                 found.append([(box.as_tuple(), box.score) for box in boxes])
                 crops += face_crops
+                squares += [crop_square(box, self.margin, self.align) for box in boxes]
             elif self.classify_whole_image:
                 width, height = image.info.get("original_size", image.size)  # the photo's own size
                 found.append([((0, 0, width, height), None)])
                 crops.append(image.convert("L"))  # gray like the face crops, so the model sees what it was trained on
+                squares.append(None)
             else:
                 found.append([])
         probabilities = self.classify(crops)
@@ -207,7 +224,27 @@ class FaceExpressionRecognizer:
         for faces in found:
             results.append([self.face_result(box, score, probabilities[row + i]) for i, (box, score) in enumerate(faces)])
             row += len(faces)
+        if method:
+            faces = [face for photo in results for face in photo]
+            targets = [self.model_labels.index(face["label"]) if target_class is None else target_class for face in faces]
+            for face, crop_map, square in zip(faces, self.heatmaps(crops, targets, method), squares):
+                face["heatmap"] = box_heatmap(crop_map, face["box"], square)
         return results
+
+    def heatmaps(self, crops: Sequence[Image.Image], targets: Sequence[int], method: str = "grad-cam") -> np.ndarray:
+        """Heat maps of already cropped faces for the model's classes `targets`: crops x side x side, float32 in [0, 1].
+
+        Made on the eager model, batch_size crops at a time (fer_hf.model.heatmaps.face_heatmaps).
+        """
+        from .model.heatmaps import face_heatmaps  # imports torch
+
+        maps = [
+            face_heatmaps(self.model, self.runtime.pixel_values([crop.convert(self._crop_mode) for crop in
+                                                                 crops[start : start + self.batch_size]]),
+                          targets[start : start + self.batch_size], method)
+            for start in range(0, len(crops), self.batch_size)
+        ]
+        return np.concatenate(maps) if maps else np.zeros((0, 0, 0), dtype=np.float32)
 
     def video(self, path, **kwargs):
         """Per-frame results for a video file: see `fer_hf.video.analyze_video` for the arguments."""

@@ -7,6 +7,7 @@
     fer(["a.jpg", "https://example.com/b.jpg"])   # one list per photo; the faces of all share forward passes
     fer("landscape.jpg")                          # [] : no face
     fer("landscape.jpg", whole_image=True)        # the whole photo classified, with detection_score None
+    fer("photo.jpg", explain=True)                # each face also gets a "heatmap" (needs captum)
 
 Every model folder that fer-hf saves or pushes carries this file and the files it imports, and names it in
 its config.json's `custom_pipelines` (`fer_hf.model.copy_model_code`), so a process without fer_hf runs it with
@@ -33,7 +34,8 @@ import torch
 from PIL import ImageOps
 from transformers.pipelines.base import ChunkPipeline
 
-from .face_detection import DEFAULT_READ_SIDE, FaceDetector, face_align, face_crop_margin, find_faces
+from .face_detection import DEFAULT_READ_SIDE, FaceDetector, crop_square, face_align, face_crop_margin, find_faces
+from .heatmaps import box_heatmap, explain_method, face_heatmaps, target_index
 
 logger = logging.getLogger(__name__)
 
@@ -66,11 +68,17 @@ class FacialExpressionRecognitionPipeline(ChunkPipeline):
         flip_tta: Average a face's class probabilities with its mirror image's where the face's own top
             two classes are within `flip_margin` (default True).
         flip_margin: See flip_tta (default FLIP_MARGIN; 1: every face).
+        explain: Add each face's `"heatmap"`: which of its pixels the class came from, a float32 array in
+            [0, 1] of the face box's height x width in the photo's pixels (warm, 1: what raised the class's
+            logit most). True or "grad-cam": captum's Grad-CAM; "occlusion": the slower occlusion check
+            (fer_hf.model.heatmaps). Needs captum.
+        target: With explain, the label the heat maps are for (default: each face's predicted label).
         timeout: Seconds to wait for an image URL (None: no limit).
         batch_size: Faces and mirror images per forward pass (default 64).
 
     Raises:
-        ValueError: for an image that cannot be read; the message names it.
+        ValueError: for an image that cannot be read; the message names it; for a `target` that is not one
+            of the model's labels; the message lists them.
     """
 
     _load_processor = False
@@ -90,8 +98,13 @@ class FacialExpressionRecognitionPipeline(ChunkPipeline):
         self._crop_mode = "L" if getattr(self.model.config, "num_channels", 3) == 1 else "RGB"
         self.labels = [str(self.model.config.id2label[i]) for i in range(len(self.model.config.id2label))]
 
-    def _sanitize_parameters(self, whole_image=None, flip_tta=None, flip_margin=None, timeout=None):
+    def _sanitize_parameters(self, whole_image=None, flip_tta=None, flip_margin=None, timeout=None, explain=None,
+                             target=None):
         preprocess_params, postprocess_params = {}, {}
+        if explain is not None:
+            postprocess_params["explain"] = explain_method(explain)
+        if target is not None:
+            postprocess_params["target"] = target_index(self.labels, target)
         if flip_margin is not None:
             if not 0 <= flip_margin <= 1:
                 raise ValueError(f"flip_margin must be in 0..1, got {flip_margin!r}.")
@@ -108,39 +121,51 @@ class FacialExpressionRecognitionPipeline(ChunkPipeline):
         """One model input per face (and one per mirror image), all marked with the face's index."""
         photo, boxes, crops = find_faces(_readable(image, timeout), self.detector, max_side=DEFAULT_READ_SIDE,
                                          margin=self.margin, align=self.align)
-        faces = [(box.as_tuple(), box.score, crop) for box, crop in zip(boxes, crops)]
+        # The crop's square in the photo, to put a heat map of the crop back on the face box.
+        faces = [(box.as_tuple(), box.score, crop, crop_square(box, self.margin, self.align))
+                 for box, crop in zip(boxes, crops)]
         keep = True
         if not faces:
             width, height = photo.info.get("original_size", photo.size)  # the photo's own size
             # Gray like the face crops. A chunk pipeline gives each photo's outputs to postprocess only if the
             # photo had at least one model input, so a photo without a face is classified even when it is dropped.
-            faces, keep = [((0, 0, width, height), None, photo.convert("L"))], whole_image
+            faces, keep = [((0, 0, width, height), None, photo.convert("L"), None)], whole_image
             flip_tta = flip_tta and keep
         inputs = []
-        for index, (box, detection_score, crop) in enumerate(faces):
+        for index, (box, detection_score, crop, square) in enumerate(faces):
             crop = crop.convert(self._crop_mode)
             for view in (crop, ImageOps.mirror(crop)) if flip_tta else (crop,):
                 pixel_values = self.image_processor(images=view, return_tensors="pt")["pixel_values"].to(self.dtype)
                 inputs.append({"pixel_values": pixel_values, "face": index, "box": box,
-                               "detection_score": detection_score, "keep": keep})
+                               "detection_score": detection_score, "keep": keep, "square": square})
         for position, model_input in enumerate(inputs):
             yield {**model_input, "is_last": position == len(inputs) - 1}
 
     def _forward(self, model_inputs: dict[str, Any]) -> dict[str, Any]:
         logits = self.model(pixel_values=model_inputs["pixel_values"]).logits
-        # "logits" first: the pipeline's unbatching counts a batch by the first entry.
-        return {"logits": logits, **{key: value for key, value in model_inputs.items() if key != "pixel_values"}}
+        # "logits" first: the pipeline's unbatching counts a batch by the first entry. The pixels go along for
+        # the heat maps that postprocess makes with explain.
+        return {"logits": logits, **model_inputs}
 
-    def postprocess(self, model_outputs: list[dict[str, Any]], flip_margin: float = FLIP_MARGIN) -> list[dict[str, Any]]:
+    def postprocess(self, model_outputs: list[dict[str, Any]], flip_margin: float = FLIP_MARGIN,
+                    explain: str | None = None, target: int | None = None) -> list[dict[str, Any]]:
         faces: dict[int, list] = {}
         for output in model_outputs:
             if output["keep"]:
-                face = faces.setdefault(output["face"], [output["box"], output["detection_score"], []])
+                face = faces.setdefault(output["face"], [output["box"], output["detection_score"], [], output])
                 face[2].append(self._probabilities(output["logits"][0]))
-        mirrored = any(len(views) > 1 for _, _, views in faces.values())
+        mirrored = any(len(views) > 1 for _, _, views, _ in faces.values())
         temperature = score_temperature(self.model.config, mirrored, flip_margin)
-        return [self._result(box, detection_score, self._calibrated(self._mirror_where_unsure(views, flip_margin), temperature))
-                for box, detection_score, views in faces.values()]
+        results = [self._result(box, detection_score,
+                                self._calibrated(self._mirror_where_unsure(views, flip_margin), temperature))
+                   for box, detection_score, views, _ in faces.values()]
+        if explain and results:
+            own_views = [first for _, _, _, first in faces.values()]  # each face's own crop, not its mirror
+            targets = [self.labels.index(face["label"]) if target is None else target for face in results]
+            maps = face_heatmaps(self.model, torch.cat([view["pixel_values"] for view in own_views]), targets, explain)
+            for face, view, crop_map in zip(results, own_views, maps):
+                face["heatmap"] = box_heatmap(crop_map, view["box"], view["square"])
+        return results
 
     @staticmethod
     def _mirror_where_unsure(views: list[np.ndarray], flip_margin: float) -> np.ndarray:
