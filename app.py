@@ -35,6 +35,7 @@ from gradio.utils import get_upload_folder
 from PIL import Image, ImageDraw, ImageFont
 from transformers.hf_argparser import string_to_bool
 
+from fer_hf.demo.browser_live import TAB_NAME as BROWSER_TAB, browser_live_tab
 from fer_hf.drawing import draw_captioned_box
 from fer_hf.faces import FaceDetector, FaceExpressionRecognizer
 from fer_hf.hub import explain_hub_error, find_model, load_classifier
@@ -412,6 +413,8 @@ def build_demo(model_name: str, flip_tta: bool = True, revision: str | None = No
                     live_status = gr.Markdown(elem_id="live-status")
                     live_scores = gr.Label(label="Expression of the largest face", elem_id="live-scores")
             tracks = gr.State(None)  # this viewer's FaceTracker
+        with gr.Tab(BROWSER_TAB):  # the page labels the webcam itself; no frame is sent here
+            browser_live_tab(model, server_tab="Live webcam")
         with gr.Tab("Video"):
             gr.Markdown(f"Upload a video ({FaceDemo.video_limits()}; mp4, mov, webm, mkv, avi): every frame is "
                         "labelled, each face followed as a track. One video is labelled at a time; others wait.")

@@ -1,0 +1,1 @@
+"""The Gradio demo's tabs, one module each; app.py lays them out."""
