@@ -1,7 +1,7 @@
 """What the demo and the predict CLI do, timed and scored on real photos, in one run.
 
 1. Webcam-sized frames: 640x480 frames cut from the real happy/sad photos, through the demo's live
-   path (app.FaceDemo's stream recognizer, its detector at app.STREAM_DETECT_SIDE); per frame, the
+   path (fer_hf.demo.FaceDemo's stream recognizer, its detector at fer_hf.demo.live.STREAM_DETECT_SIDE); per frame, the
    median and p90 latency of face detection alone, classification of the found faces alone, and
    detect + classify, with the frames per second that gives; the photos' detector (480 px) on the
    same frames for comparison. Then the faces found on the frames at the stream's side and at other
@@ -41,7 +41,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from common import machine, write_table  # first: puts the repo root on sys.path for fer_hf
-from app import FaceDemo
+from fer_hf.demo import FaceDemo
 from fer_hf.data import load_photo_folder
 from fer_hf.faces import Box, FaceDetector, FaceExpressionRecognizer, crop_face
 from fer_hf.model.images import load_image

@@ -16,6 +16,8 @@ import pytest
 from PIL import Image, ImageOps
 
 import app
+from fer_hf.demo import FaceDemo, common, live
+from fer_hf.demo import video as video_tab
 from fer_hf import FER2013_LABELS
 from fer_hf.__main__ import main as cli
 from fer_hf.faces import Box, FaceExpressionRecognizer
@@ -33,9 +35,9 @@ DEFAULT_MODEL = app.ROOT / "models" / "fer2013-cnn"
 HAPPY_SAD = ["happy", "sad"]
 
 
-def make_demo(folder, labels=None) -> app.FaceDemo:
+def make_demo(folder, labels=None) -> FaceDemo:
     model, processor = load_classifier(folder)
-    return app.FaceDemo(FaceExpressionRecognizer(model, processor, labels=labels))
+    return FaceDemo(FaceExpressionRecognizer(model, processor, labels=labels))
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +46,7 @@ def fer_model(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def demo(fer_model) -> app.FaceDemo:
+def demo(fer_model) -> FaceDemo:
     return make_demo(fer_model)
 
 
@@ -68,7 +70,7 @@ def test_several_faces_are_all_labelled_and_selectable(demo):
     assert len(faces) == 3 and "3 faces" in status
     areas = [(f["box"][2] - f["box"][0]) * (f["box"][3] - f["box"][1]) for f in faces]
     assert areas == sorted(areas, reverse=True)  # largest first
-    assert isinstance(annotated, Image.Image) and annotated.width >= app.SHOWN_SIDE[0]
+    assert isinstance(annotated, Image.Image) and annotated.width >= common.SHOWN_SIDE[0]
     assert scores == faces[0]["scores"]
     for face in faces:
         assert face["label"] in FER2013_LABELS and 0 < face["score"] <= 1
@@ -228,7 +230,7 @@ def test_a_big_photo_is_read_reduced_with_boxes_on_its_faces(demo, tmp_path):
     big = small.resize((3600, round(3600 * small.height / small.width)), Image.Resampling.BICUBIC)
     big.save(path, quality=90, progressive=True)
     sides = (demo.recognizer.max_side, demo.recognizer.min_side)  # what analyze reads uploads with
-    image, _ = app.read_upload(str(path), *sides)
+    image, _ = common.read_upload(str(path), *sides)
     assert sides == (1280, 640) and max(image.size) < 1280 and image.info["original_size"] == big.size
 
     annotated, result, scores, status = demo.analyze(upload(path))
@@ -241,7 +243,7 @@ def test_a_big_photo_is_read_reduced_with_boxes_on_its_faces(demo, tmp_path):
     # In the annotated photo each box is drawn around its face: its left edge in the box colours.
     scale = annotated.width / result["width"]
     assert annotated.size == (round(big.width * scale), round(big.height * scale))
-    colours = {tuple(int(app.SELECTED[i:i + 2], 16) for i in (1, 3, 5)), tuple(int(app.OTHER[i:i + 2], 16) for i in (1, 3, 5))}
+    colours = {tuple(int(common.SELECTED[i:i + 2], 16) for i in (1, 3, 5)), tuple(int(common.OTHER[i:i + 2], 16) for i in (1, 3, 5))}
     for x0, y0, x1, y1 in found:
         assert annotated.getpixel((round(x0 * scale) + 1, round((y0 + y1) / 2 * scale))) in colours
 
@@ -292,12 +294,12 @@ def test_live_frames(demo):
 
 
 def test_live_frames_are_searched_at_the_stream_side(demo):
-    """The stream's detector works on a smaller copy than the photos' (app.STREAM_DETECT_SIDE), and a
+    """The stream's detector works on a smaller copy than the photos' (live.STREAM_DETECT_SIDE), and a
     face in a webcam-sized frame of a real photo is still found where the photos' detector finds it, and labelled."""
     photo_detector = demo.recognizer.detector
     assert demo.whole_image.detector is photo_detector  # photos keep the default detector
     if photo_detector.backend == "libfacedetection":  # the side was measured for it; Haar keeps its own
-        assert demo.stream.detector.max_side == app.STREAM_DETECT_SIDE < photo_detector.max_side
+        assert demo.stream.detector.max_side == live.STREAM_DETECT_SIDE < photo_detector.max_side
         assert demo.stream.detector.score_threshold == photo_detector.score_threshold
     happy_sad = make_demo(DEFAULT_MODEL, HAPPY_SAD)  # a real model, for real labels
     for path, label in ((ONE, "happy"), (PHOTOS / "sad_man.jpg", "sad")):
@@ -457,10 +459,10 @@ def test_bad_videos_give_a_message_naming_the_file(demo, tmp_path, make, reason)
 
 def test_the_video_limits_are_checked_before_any_work(demo, tmp_path, monkeypatch):
     clip = write_video(tmp_path / "long.mp4", still_frames(ONE, 20), fps=10)
-    monkeypatch.setattr(app, "MAX_VIDEO_SECONDS", 1)
+    monkeypatch.setattr(video_tab, "MAX_VIDEO_SECONDS", 1)
     *outputs, status = demo.label_video(str(clip))
     assert outputs == [None] * 4 and "long.mp4" in status and "lasts 2 s; the limit is 1 s" in status, status
-    monkeypatch.setattr(app, "MAX_FILE_MB", 0)
+    monkeypatch.setattr(video_tab, "MAX_FILE_MB", 0)
     *outputs, status = demo.label_video(str(clip))
     assert outputs == [None] * 4 and "the limit is 0 MB" in status, status
     assert demo.label_video(None)[-1].startswith("Upload a video (at most")

@@ -2,7 +2,7 @@
 
 Gradio saves a PIL image that a handler returns to a file named after a hash of its bytes, rewriting
 that file in place for every request that returns the same picture; a user still downloading it then
-got a cut-off file (11 of 1,019 requests of benchmarks/bench_load.py). app.save_shown writes each
+got a cut-off file (11 of 1,019 requests of benchmarks/bench_load.py). common.save_shown writes each
 picture once, atomically. The load itself, with latency and memory, is benchmarks/bench_load.py.
 """
 
@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-import app
+from fer_hf.demo import common
 from tests.apptools import PHOTOS, running_app, save_tiny_model
 
 USERS, REQUESTS_EACH = 5, 40
@@ -27,12 +27,12 @@ SENT = [PHOTOS / "happy_three_women.jpg", PHOTOS / "happy_man.jpg"]
 
 def test_save_shown_stores_a_picture_once_and_never_rewrites_it(tmp_path):
     image = Image.open(SENT[0]).convert("RGB")
-    first = Path(app.save_shown(image, tmp_path))
+    first = Path(common.save_shown(image, tmp_path))
     inode = first.stat().st_ino
-    again = Path(app.save_shown(image.copy(), tmp_path))
+    again = Path(common.save_shown(image.copy(), tmp_path))
     assert again == first and again.stat().st_ino == inode  # the same file, not rewritten
     assert first.suffix == ".jpeg" and Image.open(first).size == image.size
-    other = Path(app.save_shown(image.rotate(90, expand=True), tmp_path))
+    other = Path(common.save_shown(image.rotate(90, expand=True), tmp_path))
     assert other != first
     assert sorted(p.name for p in tmp_path.rglob("*") if p.is_file()) == ["faces.jpeg", "faces.jpeg"]  # no leftovers
 
@@ -40,12 +40,12 @@ def test_save_shown_stores_a_picture_once_and_never_rewrites_it(tmp_path):
 def test_readers_never_see_a_partial_file_while_the_same_picture_is_saved(tmp_path):
     """Threads save one picture over and over while others read it: every read is the whole file."""
     image = Image.open(SENT[0]).convert("RGB")
-    path = Path(app.save_shown(image, tmp_path))
+    path = Path(common.save_shown(image, tmp_path))
     size, stop, short_reads = path.stat().st_size, threading.Event(), []
 
     def save() -> None:
         while not stop.is_set():
-            app.save_shown(image, tmp_path)
+            common.save_shown(image, tmp_path)
 
     def read() -> None:
         for _ in range(300):
@@ -89,7 +89,7 @@ def test_concurrent_users_get_every_request_answered_with_a_whole_photo(server, 
                 data = Path(annotated).read_bytes()
                 with Image.open(annotated) as shown:
                     shown.load()  # the whole JPEG decodes
-                    scale = app.shown_scale(result["width"], result["height"])
+                    scale = common.shown_scale(result["width"], result["height"])
                     assert shown.size == (round(result["width"] * scale), round(result["height"] * scale))
                 with lock:
                     digests[photo.name].add(hashlib.sha256(data).hexdigest())

@@ -1,0 +1,98 @@
+"""The Photo tab: every face in an uploaded, pasted or snapped photo, boxed and labelled; click a face for its
+scores."""
+
+from __future__ import annotations
+
+import copy
+import logging
+from pathlib import Path
+
+import gradio as gr
+from PIL import Image
+
+from ..faces import FaceExpressionRecognizer
+from .common import MAX_FILE_SIZE, SHOWN_SIDE, Result, TabHandlers, draw_faces, read_upload, shown_scale
+
+logger = logging.getLogger("fer_hf.app")
+
+
+class PhotoTab(TabHandlers):
+    """Photo -> annotated photo, result JSON, the selected face's scores and a status line."""
+
+    def __init__(self, recognizer: FaceExpressionRecognizer, cache_dir: str | Path | None = None) -> None:
+        super().__init__(recognizer, cache_dir)
+        # The same recognizer (model, detector, runtime, settings), but a photo without a face is
+        # classified as a whole. A shallow copy shares them all, so nothing is built or loaded twice.
+        self.whole_image = copy.copy(recognizer)
+        self.whole_image.classify_whole_image = True
+
+    def analyze(self, photo: str | dict | None, whole_image: bool = False) -> tuple:
+        """Photo -> (annotated photo, result JSON, scores of face 1, status)."""
+        if photo is None:
+            return self._outputs(None, None, "Upload a photo, paste one or take a webcam snapshot.")
+        try:
+            # Read as the recognizer reads photos, a big JPEG at reduced scale (several times faster
+            # than at full size): the same results as from the file.
+            image, note = read_upload(photo, self.recognizer.max_side, self.recognizer.min_side)
+        except ValueError as error:
+            return self._outputs(None, None, f"**Could not use this file.** {error}\n\n"
+                                 f"Try a JPEG, PNG, WebP, GIF, BMP or TIFF photo of at most {MAX_FILE_SIZE.upper()}.")
+        try:
+            faces = (self.whole_image if whole_image else self.recognizer)(image)
+        except Exception as error:  # a bug or a model that rejects this photo: say so, log the traceback
+            logger.exception("Labelling %s failed", photo)
+            return self._outputs(None, None, f"**Could not label this photo.** {type(error).__name__}: {error}")
+        # The photo's own size: boxes are in its pixels, however small `image` was read.
+        width, height = image.info.get("original_size", image.size)
+        result = {"width": width, "height": height, "faces": faces}
+        if not faces:
+            return self._outputs(image, result, f"**No face found** in this photo{note}.")
+        if faces[0]["detection_score"] is None:
+            status = f"No face found{note}: these are the scores of the **whole image**."
+        elif len(faces) == 1:
+            status = f"Found **1 face**{note}."
+        else:
+            status = f"Found **{len(faces)} faces**{note}, numbered from the largest. Click a face or pick one below."
+        return self._outputs(image, result, status)
+
+    def analyze_whole_image(self, photo: str | dict | None) -> tuple:
+        """Like analyze, but classifies the whole photo when it has no face."""
+        return self.analyze(photo, whole_image=True)
+
+    def show_face(self, photo: str | dict | None, result: Result | None, index: int | None) -> tuple:
+        """The photo with face `index` highlighted, and that face's scores."""
+        if photo is None or not result or not result["faces"] or index is None:
+            return gr.skip(), gr.skip()
+        index = min(max(int(index), 0), len(result["faces"]) - 1)
+        image, _ = read_upload(photo, max_side=SHOWN_SIDE[1])
+        size = (result["width"], result["height"])
+        return self._shown(draw_faces(image, result["faces"], index, size)), result["faces"][index]["scores"]
+
+    def pick_face(self, photo: str | dict | None, result: Result | None, event: gr.SelectData) -> tuple:
+        """A click on the annotated photo selects the smallest face under it, else the nearest face."""
+        if not result or not result["faces"]:
+            return gr.skip(), gr.skip(), gr.skip()
+        scale = shown_scale(result["width"], result["height"])
+        x, y = event.index[0] / scale, event.index[1] / scale
+
+        def rank(face: dict) -> tuple[int, float]:
+            x0, y0, x1, y1 = face["box"]
+            if x0 <= x < x1 and y0 <= y < y1:
+                return 0, (x1 - x0) * (y1 - y0)  # under the click: the smallest box
+            return 1, (x - (x0 + x1) / 2) ** 2 + (y - (y0 + y1) / 2) ** 2  # else the nearest centre
+
+        index = min(range(len(result["faces"])), key=lambda i: rank(result["faces"][i]))
+        return (index, *self.show_face(photo, result, index))
+
+    @staticmethod
+    def face_picker(result: Result | None) -> tuple:
+        """Result -> (face picker: shown for several faces, whole-image button: shown when no face was found)."""
+        faces = result["faces"] if result else []
+        choices = [(f"{i + 1}: {face['label']} {face['score']:.0%}", i) for i, face in enumerate(faces)]
+        return (gr.update(choices=choices, value=0 if faces else None, visible=len(faces) > 1),
+                gr.update(visible=result is not None and not faces))
+
+    def _outputs(self, image: Image.Image | None, result: Result | None, status: str) -> tuple:
+        faces, size = (result["faces"], (result["width"], result["height"])) if result else ([], None)
+        annotated = self._shown(draw_faces(image, faces, size=size)) if image is not None else None
+        return annotated, result, faces[0]["scores"] if faces else None, status
