@@ -179,9 +179,14 @@ export async function start(root, options) {
       busy = true;
       try {
         const width = video.videoWidth, height = video.videoHeight;
+        const began = performance.now();
         const grey = pixelsOf(video, width, height, frameCanvas);
-        const faces = tracker.update(await label(detector, classifier, frameCanvas, width, height, grey, STREAM_SIDE),
-          performance.now() / 1000);
+        const boxes = await detector.detect(frameCanvas, width, height, STREAM_SIDE);
+        const detected = performance.now();
+        const probabilities = await classifier.classify(grey, width, height, boxes);
+        const classified = performance.now();
+        const faces = tracker.update(boxes.map((box, i) => ({ box: [box.x0, box.y0, box.x1, box.y1], scores: probabilities[i] })),
+          classified / 1000);
         canvas.width = width;
         canvas.height = height;
         draw(canvas, frameCanvas, faces);
@@ -191,6 +196,8 @@ export async function start(root, options) {
         live.frames += 1;
         live.fps = shown.length > 1 ? (1000 * (shown.length - 1)) / (now - shown[0]) : 0;
         live.faces = faces.map(({ label, score, box, track }) => ({ label, score, box, track }));
+        // The last frame's milliseconds: grey frame + detection (YuNet and its input), classification (crops + model).
+        live.ms = { detect: detected - began, classify: classified - detected, total: now - began };
         const count = faces.length ? `${faces.length} face${faces.length > 1 ? "s" : ""}` : "No face in view";
         status.textContent = `${count} · ${live.fps.toFixed(1)} frames/s, labelled in this browser (nothing is sent)`;
       } catch (error) {
