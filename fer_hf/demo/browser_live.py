@@ -65,7 +65,7 @@ def page_options(files: dict[str, Path | None], server_tab: str | None) -> dict[
 
 
 def browser_live_tab(model: Any, server_tab: str | None) -> gr.HTML:
-    """Lays out the tab's one component; call inside `with gr.Tab(TAB_NAME):`.
+    """Lays out the tab: a line on what it does and the page's own component; call inside `with gr.Tab(TAB_NAME):`.
 
     Args:
         model: The loaded model (its folder or Hub commit holds the files the page loads).
@@ -86,6 +86,9 @@ def browser_live_tab(model: Any, server_tab: str | None) -> gr.HTML:
         }}
         import(new URL({json.dumps(served(WEB_DIR / "live.js"))}, base).href).then((live) => live.start(element, options));
     """
+    gr.Markdown("This page finds and labels the faces of your webcam itself (WebAssembly): no frame is sent to the "
+                "server. One view per face (no mirror averaging); each face is followed and its scores smoothed, as "
+                "in the server-side live tab. The camera runs while this tab is open.")
     return gr.HTML("<div class='fer-live-root'></div>", js_on_load=script, elem_id="browser-live", padding=False)
 
 
