@@ -10,16 +10,21 @@ from __future__ import annotations
 import base64
 import functools
 import http.server
+import io
 import json
 import shutil
 import threading
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import urljoin, urlsplit
 
+import numpy as np
 import pytest
+from PIL import Image
 from transformers import pipeline
 
-from fer_hf.demo.browser_live import TAB_NAME
+from fer_hf import FerImageProcessor
+from fer_hf.demo.browser_live import TAB_NAME, WEB_DIR, served
+from fer_hf.model.face_detection import FaceDetector, crop_face, face_crop_margin
 from fer_hf.model.pipeline_fer import TASK, FacialExpressionRecognitionPipeline
 from tests.apptools import PHOTOS, running_app, write_y4m
 from tests.conftest import ROOT
@@ -111,6 +116,47 @@ def test_browser_matches_python_on_the_fixture_photos(browser, server):
             assert mine["label"] == theirs["label"], (photo.name, mine, theirs)
             checked += 1
     assert checked == 6  # happy_three_women has three faces, the others one
+    page.context.close()
+
+
+# The page's crop of a box in a lossless image: classifier.js's toGrey and cropFace (square, margin, edge
+# pixels repeated, Pillow's bilinear resize), run on the canvas's pixels of a PNG.
+CROP_IN_PAGE = """async ([module, png, box, margin]) => {
+  const { toGrey, cropFace } = await import(module);
+  const image = new Image();
+  image.src = png;
+  await image.decode();
+  const canvas = document.createElement("canvas");
+  canvas.width = image.naturalWidth;
+  canvas.height = image.naturalHeight;
+  const context = canvas.getContext("2d");
+  context.drawImage(image, 0, 0);
+  const grey = toGrey(context.getImageData(0, 0, canvas.width, canvas.height).data, canvas.width, canvas.height);
+  const [x0, y0, x1, y1] = box;
+  return Array.from(cropFace(grey, canvas.width, canvas.height, {x0, y0, x1, y1}, margin, 48, 48));
+}"""
+
+
+def test_browser_crop_has_the_pixels_of_python(browser, server):
+    page, _ = open_tab(browser, server)
+    page.wait_for_function("window.ferLive && (window.ferLive.ready || window.ferLive.error)")
+    module = urljoin(server, served(WEB_DIR / "classifier.js"))
+    processor = FerImageProcessor.from_pretrained(MODEL)
+    margin = face_crop_margin(processor)
+    photo = Image.open(PHOTOS / "happy_three_women.jpg").convert("RGB")
+    png = io.BytesIO()
+    photo.save(png, format="PNG")
+    url = "data:image/png;base64," + base64.b64encode(png.getvalue()).decode()
+    # The photo's faces (crops enlarged to 48 px), a box past the left and top borders (edge pixels repeated)
+    # and a large one (reduced about 4 times); margins the model's and 0.1.
+    boxes = [face.as_tuple() for face in FaceDetector()(photo)] + [(-10, -5, 40, 50), (60, 10, 260, 185)]
+    for box in boxes:
+        for m in (margin, 0.1):
+            in_browser = np.array(page.evaluate(CROP_IN_PAGE, [module, url, list(box), m]), dtype=np.uint8)
+            crop = crop_face(photo, box, margin=m)
+            # FerImageProcessor's own resize of the crop (fer_pixel_values): Pillow's BILINEAR to 48x48.
+            expected = np.asarray(crop.resize((48, 48), Image.Resampling.BILINEAR))
+            assert np.array_equal(in_browser.reshape(48, 48), expected), (box, m)
     page.context.close()
 
 
