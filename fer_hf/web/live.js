@@ -7,7 +7,8 @@
 // runtime: URL folder of the vendored onnxruntime-web files (ending in "/"); detector: yunet_s_dynamic.onnx;
 // config, preprocessor, model: the model's config.json, preprocessor_config.json and onnx/model_quantized.onnx
 // (model null: the model has none); serverTab: the name of the demo tab that labels frames on the server, or null.
-// The running state is window.ferLive = {frames, fps, faces: [{label, score, box, track}], error};
+// The running state is window.ferLive = {frames, fps, faces: [{label, score, box, track}], error, ready, camera,
+// ms (the last frame's times)};
 // window.ferLabelImage(url) labels one still image (single view, no tracking), as Python's face pipeline does.
 
 import { FaceDetector } from "./detector.js";
@@ -139,7 +140,7 @@ function draw(canvas, video, faces) {
 }
 
 export async function start(root, options) {
-  window.ferLive = { frames: 0, fps: 0, faces: [], error: null, ready: false };
+  window.ferLive = { frames: 0, fps: 0, faces: [], error: null, ready: false, camera: false };
   const parts = layout(root);
   if (typeof WebAssembly !== "object" || typeof WebAssembly.instantiate !== "function") {
     showError(parts, "This browser cannot run WebAssembly, which labelling in the browser needs.", options.serverTab);
@@ -224,9 +225,16 @@ export async function start(root, options) {
     }
     parts.error.hidden = true;
     status.hidden = false;
+    window.ferLive.camera = true;
     tracker = new FaceTracker(labels);
     video.srcObject = stream;
-    await video.play();
+    try {
+      await video.play();
+    } catch (error) {
+      showError(parts, `The camera's video could not be played (${error.message || error}).`, options.serverTab);
+      stopCamera();
+      return;
+    }
     status.textContent = "Camera on; finding faces…";
     next();
   }
@@ -234,6 +242,7 @@ export async function start(root, options) {
   function stopCamera() {
     stream?.getTracks().forEach((track) => track.stop());
     stream = null;
+    window.ferLive.camera = false;
   }
 
   // The camera runs only while the tab is in view: leaving the tab turns it off.
