@@ -13,6 +13,7 @@ import json
 import logging
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import gradio as gr
 
@@ -51,7 +52,7 @@ def model_files(model: Any) -> dict[str, Path | None]:
 def served(file: Path) -> str:
     """The URL, relative to the page, at which Gradio serves a file of a static path."""
     # Resolved: a Hub cache file is a link into the cache's blobs, and Gradio checks the real path.
-    return f"gradio_api/file={file.resolve()}"
+    return f"gradio_api/file={quote(str(file.resolve()))}"
 
 
 def page_options(files: dict[str, Path | None], server_tab: str | None) -> dict[str, Any]:

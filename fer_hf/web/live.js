@@ -86,6 +86,10 @@ async function loadModels(options) {
     fetchJson(options.preprocessor, "The model's preprocessor_config.json"),
   ]);
   if (!config.id2label) throw new Error("The model's config.json has no id2label: not an image classifier.");
+  if (config.num_channels !== 1) {
+    // The page makes the FER CNN's grey crops; a model of colour images (a ViT) needs the server-side tab.
+    throw new Error(`This model (${config.model_type}) takes colour images; the browser makes grey face crops only.`);
+  }
   const detector = await FaceDetector.load(ort, options.detector, STREAM_SIDE);
   let classifier;
   try {
