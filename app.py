@@ -2,11 +2,13 @@
 through a video file.
 
     python app.py [--model FOLDER_OR_HUB_ID] [--revision REV] [--flip_tta {true,false}] [--labels happy sad]
-                  [--host 127.0.0.1] [--port 7860] [--share]
+                  [--feedback_repo USER/NAME] [--host 127.0.0.1] [--port 7860] [--share]
 
 The model (also FER_HF_MODEL=...) defaults to the bundled models/fer2013-cnn, else another folder in
 models/; a Hub model's revision may be pinned (also FER_HF_REVISION=...). `--labels happy sad` shows only
-those classes, their scores renormalised: the 7-class model's happy-vs-sad view. It is loaded once; faces are
+those classes, their scores renormalised: the 7-class model's happy-vs-sad view. `--feedback_repo USER/NAME`
+(also FER_HF_FEEDBACK_REPO=...) lets people send corrections of a face's expression to that private dataset
+(fer_hf/demo/feedback.py says what is kept); without it there is no such control. It is loaded once; faces are
 found with fer_hf.faces and each is boxed and captioned. This file is the layout, one event line per control;
 each tab's handlers live in fer_hf/demo/. As a Space (`python -m fer_hf push-space`), the
 Space's variables FER_HF_MODEL and FER_HF_REVISION name the model, and Gradio's GRADIO_SERVER_NAME and
@@ -29,6 +31,7 @@ from transformers.hf_argparser import string_to_bool
 from fer_hf.demo import FaceDemo
 from fer_hf.demo.browser_live import TAB_NAME as BROWSER_TAB, browser_live_tab
 from fer_hf.demo.common import MAX_FILE_SIZE, model_display_name
+from fer_hf.demo.feedback import FeedbackTab
 from fer_hf.demo.live import STREAM_CONCURRENCY, STREAM_EVERY, STREAM_TIME_LIMIT
 from fer_hf.demo.video import VIDEO_CONCURRENCY
 from fer_hf.faces import FaceExpressionRecognizer
@@ -41,7 +44,8 @@ EXAMPLES = sorted((ROOT / "tests" / "fixtures" / "photos").glob("*.jpg"))
 
 
 def build_demo(model_name: str, flip_tta: bool = True, revision: str | None = None,
-               stream_every: float = STREAM_EVERY, labels: list[str] | None = None) -> gr.Blocks:
+               stream_every: float = STREAM_EVERY, labels: list[str] | None = None,
+               feedback_repo: str | None = None) -> gr.Blocks:
     """Loads the model once and lays out the Photo, Live webcam, Live in your browser and Video tabs.
 
     Args:
@@ -52,6 +56,7 @@ def build_demo(model_name: str, flip_tta: bool = True, revision: str | None = No
         stream_every: Seconds between the webcam frames the browser sends.
         labels: Show only these of the model's classes, their scores renormalised (FaceExpressionRecognizer's
             labels), e.g. ["happy", "sad"]; None: all of them.
+        feedback_repo: Dataset repo (`namespace/name`) that people may send corrections to; None: no corrections.
 
     Raises:
         ValueError: `labels` names a class the model does not have.
@@ -65,6 +70,9 @@ def build_demo(model_name: str, flip_tta: bool = True, revision: str | None = No
     # Annotated photos go to Gradio's cache as files written race-free (save_shown), not as PIL images.
     recognizer = FaceExpressionRecognizer(model, image_processor, flip_tta=flip_tta, labels=labels)
     handlers = FaceDemo(recognizer, cache_dir=get_upload_folder())
+    commit = getattr(model.config, "_commit_hash", None) or revision  # a Hub model's commit, kept with each correction
+    feedback = FeedbackTab(recognizer, feedback_repo, model=model_display_name(model_name),
+                           model_revision=commit) if feedback_repo else None
     shown = ", ".join(recognizer.labels)
     if labels is not None:
         shown += f" (of its {len(recognizer.model_labels)} classes, scores renormalised)"
@@ -85,6 +93,13 @@ def build_demo(model_name: str, flip_tta: bool = True, revision: str | None = No
                     scores = gr.Label(label="Expression of the selected face", elem_id="scores")
                     with gr.Accordion("All faces (JSON)", open=False):
                         details = gr.JSON(label="Result")
+                    if feedback:  # the consent line first, above the controls that send
+                        with gr.Group(elem_id="feedback"):
+                            gr.Markdown(feedback.problem or feedback.consent, elem_id="feedback-consent")
+                            right_label = gr.Dropdown(feedback.choices, value=None, label="The right expression",
+                                                      elem_id="feedback-label")
+                            send = gr.Button("Send this correction", elem_id="feedback-send")
+                            sent = gr.Markdown(elem_id="feedback-status")
             # Values only, no gr.update: Gradio 6.31's lazy example cache fails on component updates;
             # the face picker and the whole-image button follow the result JSON instead (details.change).
             outputs = [annotated, details, scores, status]
@@ -131,6 +146,10 @@ def build_demo(model_name: str, flip_tta: bool = True, revision: str | None = No
         # the browser sends none while a frame is pending, so a slow model drops frames, never queues them.
         webcam.stream(handlers.live, [webcam, tracks], [overlay, live_scores, live_status, tracks], stream_every=stream_every,
                       time_limit=STREAM_TIME_LIMIT, concurrency_limit=STREAM_CONCURRENCY, show_progress="hidden")
+        if feedback:
+            send.click(feedback.send, [photo, picker, right_label], sent, preprocess=False, api_visibility="private")
+            photo.change(feedback.clear, None, [right_label, sent], api_visibility="private")
+            gr.api(feedback.api, api_name="feedback")
         video.upload(handlers.label_video, video, [video_annotated, video_chart, video_summary, video_csv, video_status],
                      concurrency_limit=VIDEO_CONCURRENCY)
     return demo.queue(max_size=32)
@@ -145,6 +164,8 @@ if __name__ == "__main__":
                         help="average each face's scores with its mirror image's (default: true; false: faster)")
     parser.add_argument("--labels", nargs="+", default=None, metavar="LABEL",
                         help="show only these classes, their scores renormalised (e.g. happy sad; default: all)")
+    parser.add_argument("--feedback_repo", default=os.environ.get("FER_HF_FEEDBACK_REPO") or None, metavar="USER/NAME",
+                        help="let people send corrections to this private dataset repo (default: $FER_HF_FEEDBACK_REPO, else off)")
     parser.add_argument("--host", default=None, help="0.0.0.0 to serve other machines (default: $GRADIO_SERVER_NAME, else 127.0.0.1)")
     parser.add_argument("--port", type=int, default=None, help="default: $GRADIO_SERVER_PORT, else 7860 or the next free port")
     parser.add_argument("--share", action="store_true", help="also open a public *.gradio.live link")
@@ -154,7 +175,7 @@ if __name__ == "__main__":
     try:
         model_name = find_model(args.model, ROOT)
         demo = build_demo(model_name, flip_tta=args.flip_tta, revision=args.revision, stream_every=args.stream_every,
-                          labels=args.labels)
+                          labels=args.labels, feedback_repo=args.feedback_repo)
     except Exception as error:  # no model, a wrong folder or repo id, no network and nothing cached
         raise SystemExit(f"Cannot start the demo: {explain_hub_error(error)}") from None
     # No allowed_paths: Gradio then serves only its static files, the uploads and its own cache.

@@ -4,8 +4,9 @@
     push FOLDER REPO_ID                     upload a trained model folder (and its model card) to the Hub
     push-dataset SOURCE REPO_ID             upload any dataset source as parquet to a Hub dataset repo
     push-space SPACE_ID --model REPO_ID     make or update a Gradio Space: the demo serving a Hub model
-    predict PATH... [--output F.csv|.json]  label the faces in image and video files and folders, one row per face
+    predict PATH... [--output F.csv|.json]  label the faces in files, folders, cameras and streams, one row per face
     export MODEL OUT_DIR [--int8]           ONNX files (onnx/model.onnx, onnx/model_quantized.onnx) of a model
+    feedback-report REPO_ID                 the demo's corrections: counts per label, predicted -> corrected table
 
 Hub commands take the token from HF_TOKEN or `hf auth login`, never from the command line.
 """
@@ -96,8 +97,8 @@ def push_space_command(args: argparse.Namespace) -> int:
 
     try:
         commit = push_space(args.space_id, args.model, revision=args.revision, static=args.static,
-                            private=args.private, commit_message=args.commit_message)
-    except (ModelUnreachableError, FileNotFoundError) as error:
+                            private=args.private, commit_message=args.commit_message, feedback_repo=args.feedback_repo)
+    except (ModelUnreachableError, FileNotFoundError, ValueError) as error:
         print(f"error: {error}\nNothing was created or changed on the Hub.", file=sys.stderr)
         return 1
     except Exception as error:  # token, permission, connection: one clear line
@@ -105,6 +106,25 @@ def push_space_command(args: argparse.Namespace) -> int:
         return 1
     kind = "static Space" if args.static else "Space"
     print(f"Pushed the {kind} {args.space_id}, serving {args.model} ({args.revision or 'main'}): commit {commit.oid}")
+    return 0
+
+
+def feedback_report_command(args: argparse.Namespace) -> int:
+    from datasets import load_dataset
+
+    from fer_hf.feedback import feedback_report
+    from fer_hf.hub import explain_hub_error
+
+    try:
+        dataset = load_dataset(args.repo_id, revision=args.revision, split="train")
+    except Exception as error:  # no such repo or no access, no connection, no data pushed yet
+        print(f"error: cannot load the feedback dataset {args.repo_id}: {explain_hub_error(error)}", file=sys.stderr)
+        return 1
+    if "predicted" not in dataset.column_names:
+        print(f"error: {args.repo_id} is not a feedback dataset (columns: {', '.join(dataset.column_names)}).",
+              file=sys.stderr)
+        return 1
+    print(f"{args.repo_id}: {feedback_report(dataset)}")
     return 0
 
 
@@ -187,6 +207,9 @@ def main(argv=None) -> int:
     space.add_argument("--private", action="store_true",
                        help="create the Space private (an existing one keeps its visibility)")
     space.add_argument("--commit_message", default="Update the demo with fer-hf")
+    space.add_argument("--feedback_repo", default=None, metavar="NAMESPACE/NAME",
+                       help="let visitors send corrections to this private dataset repo (the Space gets the "
+                            "variable FER_HF_FEEDBACK_REPO and your token as its secret HF_TOKEN)")
     space.set_defaults(handler=push_space_command)
 
     export = commands.add_parser("export", help="write ONNX files of a model (transformers.js layout)")
@@ -197,9 +220,10 @@ def main(argv=None) -> int:
     export.add_argument("--revision", default=None, help="Hub revision of the model")
     export.set_defaults(handler=export_command)
 
-    predict = commands.add_parser("predict", help="label the faces in image and video files and folders")
+    predict = commands.add_parser("predict", help="label the faces in images, videos, folders, cameras and streams")
     predict.add_argument("paths", nargs="+", metavar="PATH",
-                         help="image or video files, or folders searched recursively")
+                         help="image or video files, folders searched recursively, cameras (0, /dev/video0) or "
+                              "stream URLs (rtsp://, http://, udp://...) labelled in real time")
     predict.add_argument("--model", default=None,
                          help="model folder or Hub repo id (default: $FER_HF_MODEL, else models/fer2013-cnn, ...)")
     predict.add_argument("--revision", default=None, help="Hub revision of the model")
@@ -217,12 +241,23 @@ def main(argv=None) -> int:
                          "the model's processor says, face_align in its preprocessor_config.json)")
     predict.add_argument("--every", type=int, default=1, help="videos: analyse every N-th frame (default: every frame)")
     predict.add_argument("--smoothing", type=float, default=None, metavar="SECONDS",
-                         help="videos: time constant of each face's score smoothing (default: 0.2); 0 for each frame's own scores")
+                         help="videos and streams: time constant of each face's score smoothing (default: 0.2); "
+                              "0 for each frame's own scores")
     predict.add_argument("--annotate", default=None, metavar="OUT.mp4",
                          help="videos: write the video with faces boxed and labelled (OUT_<video>.mp4 for several)")
     predict.add_argument("--plot", default=None, metavar="OUT.png",
-                         help="videos: write the expression-over-time chart per face track (OUT_<video>.png for several)")
+                         help="videos and streams: write the expression-over-time chart per face track "
+                              "(OUT_<video>.png for several)")
+    predict.add_argument("--duration", type=float, default=None, metavar="SECONDS",
+                         help="cameras and streams: stop after this many seconds (default: when the source ends or "
+                              "at Ctrl-C)")
     predict.set_defaults(handler=predict_command)
+
+    report = commands.add_parser("feedback-report", help="what the demo's users corrected: counts per label and "
+                                 "the predicted -> corrected table")
+    report.add_argument("repo_id", help="NAMESPACE/NAME of the feedback dataset (the demo's --feedback_repo)")
+    report.add_argument("--revision", default=None, help="the dataset's branch, tag or commit (default: main)")
+    report.set_defaults(handler=feedback_report_command)
 
     args = parser.parse_args(argv)
     return args.handler(args)

@@ -212,6 +212,12 @@ class FaceExpressionRecognizer:
 
         return analyze_video(self, path, **kwargs)
 
+    def stream(self, source, **kwargs):
+        """Per-frame results of a camera or stream, in real time: see `fer_hf.stream.analyze_stream`."""
+        from .stream import analyze_stream  # as video(): photos need no PyAV
+
+        return analyze_stream(self, source, **kwargs)
+
     def classify(self, crops: Sequence[Image.Image]) -> np.ndarray:
         """Class probabilities (crops x labels) of already cropped faces, batch_size faces a forward pass.
 

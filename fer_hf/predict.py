@@ -1,4 +1,4 @@
-"""Label the faces in image and video files and folders: `python -m fer_hf predict PATH... --output results.csv`.
+"""Label the faces in images, videos, folders, cameras and streams: `python -m fer_hf predict PATH... --output F.csv`.
 
     from fer_hf.predict import collect_images, predict_files, predict_video, write_results
 
@@ -6,10 +6,12 @@
     rows, summary = predict_files(recognizer, files, batch_size=16)
     write_results(rows, "results.csv", labels=recognizer.labels)
     video_rows = list(predict_video(recognizer, "clip.mp4", every=1, annotate="clip_labelled.mp4"))
+    live_rows = predict_stream(recognizer, "rtsp://camera.local/live", duration=60)  # or a camera: 0, /dev/video0
 
 One row per face (largest first), one "no face" row for a photo without one, and one "error" row
 naming each file that could not be read: no file is dropped without a trace. A video gives the
-same rows for each analysed frame, with its `frame`, `time` (seconds) and `track` (fer_hf.video).
+same rows for each analysed frame, with its `frame`, `time` (seconds) and `track` (fer_hf.video); so
+do a camera and a stream, labelled in real time (fer_hf.stream).
 """
 
 from __future__ import annotations
@@ -27,8 +29,9 @@ from .data import IMAGE_EXTENSIONS
 from .faces import FaceExpressionRecognizer
 from .hub import find_model
 from .model.images import load_image
+from .stream import analyze_stream, describe, is_stream
 from .tracking import DEFAULT_TIME_CONSTANT
-from .video import VIDEO_EXTENSIONS, Timeline, VideoReadError, analyze_video, is_video, probe
+from .video import VIDEO_EXTENSIONS, FrameResult, Timeline, VideoReadError, analyze_video, is_video, probe
 
 logger = logging.getLogger(__name__)
 
@@ -150,9 +153,32 @@ def predict_video(
     keeps the rows of the frames before and ends with that error row. `timeline` gathers the faces
     for the chart and the per-track summary.
     """
-    name = str(path)
+    results = analyze_video(recognizer, path, every=every, annotate=annotate, progress=progress, **options)
+    return _frame_rows(str(path), results, timeline)
+
+
+def predict_stream(
+    recognizer: FaceExpressionRecognizer,
+    source: str | int | os.PathLike,
+    *,
+    duration: float | None = None,
+    timeline: Timeline | None = None,
+    progress: Callable[[int], None] | None = None,
+    **options: Any,
+) -> Iterator[dict[str, Any]]:
+    """A camera's or stream's rows as its frames are labelled in real time (fer_hf.stream.analyze_stream).
+
+    The rows are a video's (predict_video); `frame` counts every frame the source delivered, so the
+    frames dropped while a slower machine labelled the one before are the gaps between them.
+    """
+    results = analyze_stream(recognizer, source, duration=duration, progress=progress, **options)
+    return _frame_rows(str(source), results, timeline)
+
+
+def _frame_rows(name: str, results: Iterator[FrameResult], timeline: Timeline | None) -> Iterator[dict[str, Any]]:
+    """Rows of analysed frames: one per face or one "no face"; an "error" row naming the source if reading fails."""
     try:
-        for result in analyze_video(recognizer, path, every=every, annotate=annotate, progress=progress, **options):
+        for result in results:
             if timeline is not None:
                 timeline.add(result)
             where = {"frame": result.index, "time": round(result.time, 6)}
@@ -160,13 +186,15 @@ def predict_video(
                 yield {**_empty_row(name), **where, "status": "no face"}
             for row, face in zip(_rows(name, result.faces), result.faces):
                 yield {**row, **where, "track": face["track"]}
-    except VideoReadError as error:  # names the file and the reason
+    except VideoReadError as error:  # names the file or stream, and the reason
         logger.warning("%s", error)
         yield {**_empty_row(name), "status": "error", "error": str(error)}
     except Exception as error:  # e.g. a full disk for the annotated video: the other files go on
         message = f"Cannot label {name}: {type(error).__name__}: {error}"
         logger.warning("%s", message)
         yield {**_empty_row(name), "status": "error", "error": message}
+    finally:
+        results.close()  # a stream's reader thread stops even when the rows are not read to the end
 
 
 def _empty_row(name: str) -> dict[str, Any]:
@@ -213,23 +241,35 @@ def predict_command(args) -> int:
     """`python -m fer_hf predict` (arguments in fer_hf/__main__.py); 0 if every file was read, else 1 (2: no files).
 
     CSV rows are written as they come, so a long video's rows are not all held; a JSON file is written at the end.
+    Cameras and streams come last, each until it ends, --duration or Ctrl-C (which stops with the rows written).
     """
     from .hub import explain_hub_error, load_classifier
 
-    if not logger.handlers:  # progress and the summary on stderr; other libraries' logging untouched
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(message)s"))
-        logger.addHandler(handler)
-        logger.setLevel(logging.INFO)
+    for name in (__name__, "fer_hf.stream"):  # progress, the summary, a stream's end on stderr; other logging untouched
+        if not logging.getLogger(name).handlers:
+            handler = logging.StreamHandler(sys.stderr)
+            handler.setFormatter(logging.Formatter("%(message)s"))
+            logging.getLogger(name).addHandler(handler)
+            logging.getLogger(name).setLevel(logging.INFO)
     every = getattr(args, "every", 1)
     if args.batch_size < 1 or every < 1:
         print(f"error: --batch_size and --every must be at least 1, got {args.batch_size} and {every}", file=sys.stderr)
         return 2
-    files, ignored = collect_images(args.paths, IMAGE_EXTENSIONS | VIDEO_EXTENSIONS)
+    streams = [source for source in args.paths if is_stream(source)]
+    duration = getattr(args, "duration", None)
+    if streams and (every != 1 or getattr(args, "annotate", None)):
+        print("error: --every and --annotate are for video files: a camera or stream is labelled as fast as this "
+              f"machine keeps up ({', '.join(streams)})", file=sys.stderr)
+        return 2
+    if duration is not None and duration <= 0:
+        print(f"error: --duration must be above 0 seconds, got {duration}", file=sys.stderr)
+        return 2
+    files, ignored = collect_images([path for path in args.paths if path not in streams],
+                                    IMAGE_EXTENSIONS | VIDEO_EXTENSIONS)
     if ignored:
         logger.info("Ignored %d file(s) in the folders without an image or video extension (%s).", ignored,
                     ", ".join(sorted(IMAGE_EXTENSIONS | VIDEO_EXTENSIONS)))
-    if not files:
+    if not files and not streams:
         print(f"error: no image files or videos in {', '.join(args.paths)}", file=sys.stderr)
         return 2
     try:
@@ -246,9 +286,10 @@ def predict_command(args) -> int:
     except ValueError as error:  # --labels names a class the model does not have
         print(f"error: --labels: {error}", file=sys.stderr)
         return 2
-    logger.info("Labelling %d file(s) with %s (labels: %s; runtime: %s; flip TTA: %s; aligned faces: %s)", len(files),
-                model_name, ", ".join(recognizer.labels), recognizer.runtime.mode,
-                "on" if recognizer.flip_tta else "off", "on" if recognizer.align else "off")
+    logger.info("Labelling %d file(s)%s with %s (labels: %s; runtime: %s; flip TTA: %s; aligned faces: %s)", len(files),
+                f" and {len(streams)} camera(s) or stream(s)" if streams else "", model_name,
+                ", ".join(recognizer.labels), recognizer.runtime.mode, "on" if recognizer.flip_tta else "off",
+                "on" if recognizer.align else "off")
     videos = [path for path in files if is_video(path)]
     photos = [path for path in files if not is_video(path)]
 
@@ -256,11 +297,11 @@ def predict_command(args) -> int:
         logger.info("  %d/%d files", done, total)
 
     rows, summary = predict_files(recognizer, photos, batch_size=args.batch_size, progress=progress)
-    if not videos:
+    if not videos and not streams:
         _write_all(args.output, rows, recognizer.labels, summary, model_name)
     else:
-        summary = _predict_videos(recognizer, videos, rows, summary, args, model_name)
-    summary["files"] = len(files)
+        summary = _predict_videos(recognizer, [*videos, *streams], rows, summary, args, model_name)
+    summary["files"] = len(files) + len(streams)
     logger.info(
         "%d file(s): %d face(s) in %d file(s), %d file(s) without a face, %d unreadable%s",
         summary["files"], summary["faces"], summary["files_with_faces"], summary["files_without_face"],
@@ -278,9 +319,13 @@ def _write_all(output: str | None, rows, labels, summary, model_name) -> None:
         write_results(rows, sys.stdout, labels)
 
 
-def _predict_videos(recognizer, videos: list[Path], rows: list[dict[str, Any]], summary: dict[str, Any], args,
+def _predict_videos(recognizer, videos: list[Path | str], rows: list[dict[str, Any]], summary: dict[str, Any], args,
                     model_name: str) -> dict[str, Any]:
-    """Labels the videos after the photos' rows, writing CSV rows as they come; returns the summary with the videos'."""
+    """Labels the videos, then the cameras and streams (str), after the photos' rows, writing CSV rows as they come.
+
+    Ctrl-C stops the camera or stream being labelled (and the sources after it) with the rows so far written.
+    Returns the summary with the videos' and streams'.
+    """
     from tqdm.auto import tqdm
 
     as_json = bool(args.output) and Path(args.output).suffix.lower() == ".json"
@@ -291,47 +336,70 @@ def _predict_videos(recognizer, videos: list[Path], rows: list[dict[str, Any]], 
     kept = list(rows) if as_json else []
     if not as_json:
         _write_csv(rows, handle, recognizer.labels, VIDEO_FIELDS)
-    summary = {**summary, "videos": len(videos), "frames": 0}
+    streams = sum(isinstance(path, str) for path in videos)
+    summary = {**summary, "videos": len(videos) - streams, **({"streams": streams} if streams else {}), "frames": 0}
     smoothing = getattr(args, "smoothing", None)
     options = {"time_constant": DEFAULT_TIME_CONSTANT if smoothing is None else smoothing}
     if smoothing == 0:  # each frame's own scores and label
         options["hysteresis"] = 0.0
+    many = len(videos) > 1
     try:
         for path in videos:
-            many = len(videos) > 1
-            annotate = _output_for(args.annotate, path, many) if getattr(args, "annotate", None) else None
+            live = isinstance(path, str)
+            name = describe(path) if live else str(path)
+            annotate = _output_for(args.annotate, Path(path), many) if getattr(args, "annotate", None) else None
             timeline = Timeline(recognizer.labels) if getattr(args, "plot", None) else None
-            try:
-                total = probe(path).frames or None
-            except VideoReadError:
-                total = None  # predict_video reports it
-            with tqdm(total=total, unit="frame", desc=path.name, leave=False, mininterval=0.5) as bar:
-                video_rows = predict_video(recognizer, path, every=getattr(args, "every", 1), annotate=annotate,
-                                           timeline=timeline, progress=lambda done: bar.update(done - bar.n), **options)
-                faces = frames = 0
-                error = None
-                for row in video_rows:
-                    faces += row["status"] == "face"
-                    frames += row.get("frame") is not None and row["face"] in (None, 0)
-                    error = row if row["status"] == "error" else error
-                    if as_json:
-                        kept.append(row)
+            total = None
+            if not live:
+                try:
+                    total = probe(path).frames or None
+                except VideoReadError:
+                    pass  # predict_video reports it
+            faces = frames = 0
+            error = None
+            with tqdm(total=total, unit="frame", desc=name if live else path.name, leave=False, mininterval=0.5) as bar:
+                progress = lambda done: bar.update(done - bar.n)  # frames decoded or received so far
+                if live:
+                    video_rows = predict_stream(recognizer, path, duration=getattr(args, "duration", None),
+                                                timeline=timeline, progress=progress, **options)
+                else:
+                    video_rows = predict_video(recognizer, path, every=getattr(args, "every", 1), annotate=annotate,
+                                               timeline=timeline, progress=progress, **options)
+                try:
+                    for row in video_rows:
+                        faces += row["status"] == "face"
+                        frames += row.get("frame") is not None and row["face"] in (None, 0)
+                        error = row if row["status"] == "error" else error
+                        if as_json:
+                            kept.append(row)
+                        else:
+                            _write_csv([row], handle, recognizer.labels, VIDEO_FIELDS, header=False)
+                            if live:
+                                handle.flush()  # a live source's rows can be read as they come
+                finally:  # Ctrl-C included: what came is counted and reported
+                    received = bar.n
+                    summary["faces"] += faces
+                    summary["frames"] += frames
+                    summary["files_with_faces"] += faces > 0
+                    summary["files_without_face"] += faces == 0 and error is None
+                    if error is not None:
+                        summary["unreadable"] += 1
+                        summary["unreadable_files"] = [*summary["unreadable_files"],
+                                                       {"file": str(path), "error": error["error"]}]
+                    if timeline is not None and frames:
+                        chart = _output_for(args.plot, Path(path), many)
+                        timeline.plot(chart, title=f"{name}: expression over time")
+                        logger.info("  %s: chart -> %s", name, chart)
+                    if annotate and error is None:
+                        logger.info("  %s: annotated video -> %s", path, annotate)
+                    if live:
+                        dropped = f" ({received - frames} dropped: labelling was slower)" if received > frames else ""
+                        logger.info("  %s: %d frame(s) labelled of %d received%s, %d face(s)", name, frames, received,
+                                    dropped, faces)
                     else:
-                        _write_csv([row], handle, recognizer.labels, VIDEO_FIELDS, header=False)
-            summary["faces"] += faces
-            summary["frames"] += frames
-            summary["files_with_faces"] += faces > 0
-            summary["files_without_face"] += faces == 0 and error is None
-            if error is not None:
-                summary["unreadable"] += 1
-                summary["unreadable_files"] = [*summary["unreadable_files"], {"file": str(path), "error": error["error"]}]
-            if timeline is not None and frames:
-                chart = _output_for(args.plot, path, many)
-                timeline.plot(chart, title=f"{path.name}: expression over time")
-                logger.info("  %s: chart -> %s", path, chart)
-            if annotate and error is None:
-                logger.info("  %s: annotated video -> %s", path, annotate)
-            logger.info("  %s: %d frame(s) analysed, %d face(s)", path, frames, faces)
+                        logger.info("  %s: %d frame(s) analysed, %d face(s)", name, frames, faces)
+    except KeyboardInterrupt:
+        logger.info("Stopped (Ctrl-C); the rows so far are kept.")
     finally:
         if handle is not sys.stdout:
             handle.close()
@@ -347,4 +415,4 @@ def _output_for(template: str, video: Path, many: bool) -> Path:
 
 
 __all__ = ["FIELDS", "IMAGE_EXTENSIONS", "VIDEO_EXTENSIONS", "VIDEO_FIELDS", "collect_images", "predict_files",
-           "predict_video", "write_results"]
+           "predict_stream", "predict_video", "write_results"]

@@ -29,7 +29,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from huggingface_hub import CommitInfo, HfApi, SpaceCard, SpaceCardData, constants
+from huggingface_hub import CommitInfo, HfApi, SpaceCard, SpaceCardData, constants, get_token
 from huggingface_hub.utils import filter_repo_objects
 
 from .hub import explain_hub_error
@@ -164,6 +164,7 @@ def push_space(
     private: bool = False,
     token: str | None = None,
     commit_message: str = "Update the demo with fer-hf",
+    feedback_repo: str | None = None,
 ) -> CommitInfo:
     """Creates or updates a Gradio Space that serves the Hub model `model`, in one commit.
 
@@ -183,6 +184,9 @@ def push_space(
         private: Create the Space private.
         token: Hub token; None: `HF_TOKEN` or the `hf auth login` token.
         commit_message: The commit's summary.
+        feedback_repo: A dataset repo (`namespace/name`) the demo's visitors may send corrections to
+            (app.py's --feedback_repo): set as the variable FER_HF_FEEDBACK_REPO, and the token as the
+            Space's secret HF_TOKEN, which the Space needs to write there. None: the variable is removed.
 
     Returns:
         The Space's commit.
@@ -190,10 +194,15 @@ def push_space(
     Raises:
         ModelUnreachableError: the model cannot be read (nothing was created).
         FileNotFoundError: not run from a clone of fer-hf.
+        ValueError: `static` with a `feedback_repo` (nothing was created).
         huggingface_hub errors and connection errors: see `explain_hub_error`.
     """
     api = HfApi(token=token, library_name="fer-hf")
+    if static and feedback_repo:
+        raise ValueError("a static Space has no server to take corrections: --feedback_repo is for the Gradio Space.")
     model_sha = check_model(api, model, revision, needs=STATIC_MODEL_FILES if static else ("config.json",))
+    if feedback_repo:  # here, not at the Space's start: a repo this token cannot write to fails the push
+        feedback_repo = api.create_repo(feedback_repo, repo_type="dataset", private=True, exist_ok=True).repo_id
     with tempfile.TemporaryDirectory(prefix="fer-hf-space-") as staging:
         if static:
             stage_static_space(Path(staging), space_id, model, revision)
@@ -213,6 +222,14 @@ def push_space(
             api.add_space_variable(repo_id, "FER_HF_REVISION", revision, description="the model's revision")
         elif "FER_HF_REVISION" in api.get_space_variables(repo_id):
             api.delete_space_variable(repo_id, "FER_HF_REVISION")
+        if feedback_repo:
+            # A secret, never a file or a variable: the Hub does not show it, not even to the owner.
+            api.add_space_secret(repo_id, "HF_TOKEN", token or get_token(),
+                                 description="writes the demo's corrections to FER_HF_FEEDBACK_REPO")
+            api.add_space_variable(repo_id, "FER_HF_FEEDBACK_REPO", feedback_repo,
+                                   description="private dataset repo of the corrections visitors send")
+        elif "FER_HF_FEEDBACK_REPO" in api.get_space_variables(repo_id):
+            api.delete_space_variable(repo_id, "FER_HF_FEEDBACK_REPO")
         commit = api.upload_folder(repo_id=repo_id, repo_type="space", folder_path=staging,
                                    commit_message=commit_message, delete_patterns=["fer_hf/*"])
     logger.info("Pushed the Space %s serving %s (%s): commit %s", repo_id, model, model_sha, commit.oid)

@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import av
 import numpy as np
@@ -137,13 +137,12 @@ def analyze_video(
     """
     if every < 1 or batch_size < 1:
         raise ValueError(f"every and batch_size must be at least 1, got {every} and {batch_size}.")
-    tracker = FaceTracker(recognizer.labels, time_constant=time_constant, hysteresis=hysteresis, max_age=max_age)
-    finder = _FaceFollower(recognizer.detector, redetect)
-    max_side = getattr(recognizer, "max_side", None)
+    labeller = FrameLabeller(recognizer, redetect=redetect, time_constant=time_constant, hysteresis=hysteresis,
+                             max_age=max_age)
     with _open(path) as container:
         stream = container.streams.video[0]
         writer = _AnnotatedWriter(annotate, container, stream) if annotate else None
-        pending: list[list] = []  # [index, time, frame to draw or None, (boxes, crops, scale, size) or None]
+        pending: list[list] = []  # [index, time, frame to draw or None, Found or None]
         shown: list[dict[str, Any]] = []  # the faces drawn on frames that are not analysed
         start = None
         decoded = 0
@@ -155,18 +154,13 @@ def analyze_video(
                 analysed = index % every == 0
                 if not analysed and writer is None:
                     continue
-                found = None
-                if analysed:
-                    image, scale, size = _analysis_copy(frame, max_side)
-                    boxes = finder(image, time)
-                    crops = [crop_face(image, box, recognizer.margin, align=recognizer.align) for box in boxes]
-                    found = (boxes, crops, scale, size)
+                found = labeller.find(frame, time) if analysed else None
                 pending.append([index, time, frame if writer is not None else None, found])
                 if len(pending) >= batch_size:
-                    yield from _flush(recognizer, tracker, pending, writer, shown)
+                    yield from _flush(labeller, pending, writer, shown)
                     if progress is not None:
                         progress(decoded)
-            yield from _flush(recognizer, tracker, pending, writer, shown)
+            yield from _flush(labeller, pending, writer, shown)
             if progress is not None:
                 progress(decoded)
         finally:
@@ -224,15 +218,58 @@ def _distinct(boxes: list[Box]) -> list[Box]:
     return kept
 
 
-def _flush(recognizer, tracker, pending, writer, shown) -> Iterator[FrameResult]:
+class Found(NamedTuple):
+    """The faces found in one frame, before they are classified: boxes and crops on the analysed copy."""
+
+    time: float
+    boxes: list[Box]
+    crops: list[Image.Image]
+    scale: float  # of the analysed copy: boxes * scale are in the frame's own pixels
+    size: tuple[int, int]  # the upright frame's
+
+
+class FrameLabeller:
+    """Finds, follows, classifies and tracks the faces of consecutive frames: what videos and streams share.
+
+        labeller = FrameLabeller(recognizer)
+        found = labeller.find(frame, time)       # an av.VideoFrame: its faces found (or followed) and cropped
+        faces = labeller.label([found])[0]       # the crops of all given frames classified together, then tracked
+
+    Frames must come in order of time; `redetect` is _FaceFollower's, the rest FaceTracker's.
+    """
+
+    def __init__(self, recognizer: Any, *, redetect: float = DEFAULT_REDETECT,
+                 time_constant: float = DEFAULT_TIME_CONSTANT, hysteresis: float = DEFAULT_HYSTERESIS,
+                 max_age: float = DEFAULT_MAX_AGE) -> None:
+        self.recognizer = recognizer
+        self.tracker = FaceTracker(recognizer.labels, time_constant=time_constant, hysteresis=hysteresis,
+                                   max_age=max_age)
+        self.finder = _FaceFollower(recognizer.detector, redetect)
+        self.max_side = getattr(recognizer, "max_side", None)
+
+    def find(self, frame: av.VideoFrame, time: float) -> Found:
+        image, scale, size = _analysis_copy(frame, self.max_side)
+        boxes = self.finder(image, time)
+        crops = [crop_face(image, box, self.recognizer.margin, align=self.recognizer.align) for box in boxes]
+        return Found(time, boxes, crops, scale, size)
+
+    def label(self, found: list[Found]) -> list[list[dict[str, Any]]]:
+        """Each frame's faces (recognizer.face_result's, in the frame's pixels) with their track and smoothed scores."""
+        probabilities = iter(self.recognizer.classify([crop for frame in found for crop in frame.crops]))
+        labelled = []
+        for frame in found:
+            faces = [self.recognizer.face_result(*_full_size(box, frame.scale, frame.size), next(probabilities))
+                     for box in frame.boxes]
+            labelled.append(self.tracker.update(faces, frame.time))
+        return labelled
+
+
+def _flush(labeller: FrameLabeller, pending, writer, shown) -> Iterator[FrameResult]:
     """Classifies the batch's crops together, tracks each analysed frame's faces, draws and encodes every frame."""
-    crops = [crop for *_, found in pending if found is not None for crop in found[1]]
-    probabilities = iter(recognizer.classify(crops))
+    labelled = iter(labeller.label([found for *_, found in pending if found is not None]))
     for index, time, frame, found in pending:
         if found is not None:
-            boxes, _, scale, size = found
-            faces = [recognizer.face_result(*_full_size(box, scale, size), next(probabilities)) for box in boxes]
-            faces = tracker.update(faces, time)
+            faces = next(labelled)
             shown[:] = faces
             yield FrameResult(index, time, faces)
         if writer is not None:
@@ -457,5 +494,5 @@ def _frame_rate(stream: av.video.VideoStream) -> float:
     return float(rate) if rate else 25.0
 
 
-__all__ = ["DEFAULT_BATCH_SIZE", "DEFAULT_REDETECT", "VIDEO_EXTENSIONS", "FrameResult", "Timeline", "VideoInfo",
+__all__ = ["DEFAULT_BATCH_SIZE", "DEFAULT_REDETECT", "VIDEO_EXTENSIONS", "Found", "FrameLabeller", "FrameResult", "Timeline", "VideoInfo",
            "VideoReadError", "analyze_video", "is_video", "probe"]

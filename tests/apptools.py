@@ -79,21 +79,23 @@ def stop(process: subprocess.Popen, timeout: float = 10) -> None:
 
 
 @contextmanager
-def running_app(tmp: Path, model: Path, start_timeout: float = 120) -> Iterator[str]:
-    """Runs `python app.py --model MODEL` on 127.0.0.1 and a free port; yields its URL.
+def running_app(tmp: Path, model: Path, start_timeout: float = 120, *, args: list[str] = (),
+                env: dict[str, str] | None = None, stop_timeout: float = 10) -> Iterator[str]:
+    """Runs `python app.py --model MODEL [ARGS]` on 127.0.0.1 and a free port; yields its URL.
 
     Gradio's upload and example caches go to `tmp`, and the server's output to tmp/app.log; on exit
-    the server is stopped, and a traceback in its log fails the test.
+    the server is stopped (SIGTERM, then SIGKILL after `stop_timeout` seconds), and a traceback in its
+    log fails the test. `env` replaces the environment (default: this one, offline).
     """
     import pytest
 
     port = free_port()
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "GRADIO_TEMP_DIR": str(tmp / "gradio"),
-           "GRADIO_EXAMPLES_CACHE": str(tmp / "examples"), "HF_HUB_OFFLINE": "1"}
+    env = {**(os.environ if env is None else env), "OMP_NUM_THREADS": "1", "GRADIO_TEMP_DIR": str(tmp / "gradio"),
+           "GRADIO_EXAMPLES_CACHE": str(tmp / "examples"), **({"HF_HUB_OFFLINE": "1"} if env is None else {})}
     log_path = tmp / "app.log"
     with open(log_path, "w") as log:
-        process = subprocess.Popen([sys.executable, "app.py", "--model", str(model), "--port", str(port)], cwd=ROOT,
-                                   env=env, stdout=log, stderr=subprocess.STDOUT)
+        process = subprocess.Popen([sys.executable, "app.py", "--model", str(model), "--port", str(port), *args],
+                                   cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
         url = f"http://127.0.0.1:{port}/"
         try:
             wait_until_up(url, process, start_timeout)
@@ -103,7 +105,7 @@ def running_app(tmp: Path, model: Path, start_timeout: float = 120) -> Iterator[
         try:
             yield url
         finally:
-            stop(process)
+            stop(process, stop_timeout)
     assert "Traceback" not in log_path.read_text(), log_path.read_text()[-4000:]
 
 

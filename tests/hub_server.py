@@ -77,6 +77,7 @@ class _Repo:
     branches: dict[str, str] = field(default_factory=dict)  # branch -> newest commit sha
     sdk: str | None = None  # a Space's
     variables: dict[str, dict] = field(default_factory=dict)  # a Space's: key -> {value, description?, updatedAt}
+    secrets: dict[str, str] = field(default_factory=dict)  # a Space's: key -> value (the API never returns them)
 
 
 class _Request:
@@ -307,6 +308,21 @@ class LoopbackHub:
         with self._lock:
             return {key: item["value"] for key, item in self._repos[("space", repo_id)].variables.items()}
 
+    def files(self, repo_id: str, revision: str = "main", *, repo_type: str = "model") -> dict[str, str]:
+        """The files at `revision` (branch or commit sha): path -> git blob oid."""
+        with self._lock:
+            commit = self._resolve(self._repos[(repo_type, repo_id)], revision)
+            return {path: f.git_oid for path, f in commit.files.items()}
+
+    def is_private(self, repo_id: str, *, repo_type: str = "model") -> bool:
+        with self._lock:
+            return self._repos[(repo_type, repo_id)].private
+
+    def space_secrets(self, repo_id: str) -> dict[str, str]:
+        """A Space's secrets, key -> value, as the Spaces runtime would give them to its app (no route reads them)."""
+        with self._lock:
+            return dict(self._repos[("space", repo_id)].secrets)
+
     def file_bytes(self, repo_id: str, path: str, revision: str = "main", *, repo_type: str = "model") -> bytes:
         """Content of `path` at `revision` (branch or commit sha)."""
         with self._lock:
@@ -482,6 +498,8 @@ class LoopbackHub:
             return _json({})
         if what == "variables" and repo_type == "space" and len(rest) == 1 and m in ("GET", "POST", "DELETE"):
             return self._variables(req, repo)
+        if what == "secrets" and repo_type == "space" and len(rest) == 1 and m in ("POST", "DELETE"):
+            return self._secrets(req, repo)
         if what in ("xet-write-token", "xet-read-token"):
             raise HubError(501, "LoopbackHub does not speak Xet: use lfs_threshold=None or HF_HUB_DISABLE_XET=1")
         raise HubError(404, f"LoopbackHub has no route for {m} {req.raw_path}")
@@ -500,6 +518,18 @@ class LoopbackHub:
             elif req.method == "DELETE":
                 repo.variables.pop(req.json().get("key"), None)
             return _json(dict(repo.variables))
+
+    def _secrets(self, req: _Request, repo: _Repo):
+        """A Space's secrets: POST {key, value, description?} sets one, DELETE {key} removes one; none is ever listed."""
+        body = req.json()
+        with self._lock:
+            if req.method == "POST":
+                if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", str(body.get("key", ""))) or "value" not in body:
+                    raise HubError(400, "a secret needs a key (a name of letters, digits and _) and a value")
+                repo.secrets[body["key"]] = str(body["value"])
+            else:
+                repo.secrets.pop(body.get("key"), None)
+        return _json({})
 
     def _card_data(self, commit: _Commit) -> dict | None:
         """The YAML front matter of README.md at `commit` (None without a card or front matter)."""

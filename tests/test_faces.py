@@ -13,7 +13,8 @@ import torch
 from PIL import Image, ImageOps
 from transformers import ViTConfig, ViTForImageClassification, ViTImageProcessorPil
 
-from fer_hf import faces, libfacedetection
+from fer_hf import faces
+from fer_hf.model import libfacedetection
 from fer_hf.model.face_detection import DEFAULT_ALIGN
 from fer_hf.faces import FLIP_MARGIN, Box, FaceDetector, FaceExpressionRecognizer, crop_face, find_faces
 from fer_hf.hub import load_classifier

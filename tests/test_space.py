@@ -146,6 +146,22 @@ def test_push_space_again_without_a_revision_follows_main(hub, model_sha, tmp_pa
     assert model_sha not in readme and f"--model {MODEL}`" in readme
 
 
+def test_push_space_with_a_feedback_repo_gives_the_token_as_a_secret_only(hub, model_sha, tmp_path):
+    space, feedback = "alice/fer-demo-feedback", "alice/fer-feedback"
+    run = _fer_hf(hub, "push-space", space, "--model", MODEL, "--feedback_repo", feedback, hf_home=tmp_path / "hf")
+    assert run.returncode == 0, run.stderr[-4000:]
+    assert hub.space_variables(space) == {"FER_HF_MODEL": MODEL, "FER_HF_FEEDBACK_REPO": feedback}
+    assert hub.space_secrets(space) == {"HF_TOKEN": TOKEN}
+    assert hub.is_private(feedback, repo_type="dataset")  # created at the push: a repo it cannot write to fails it
+    for path in hub.files(space, repo_type="space"):  # the token is in no file of the Space
+        assert TOKEN.encode() not in hub.file_bytes(space, path, repo_type="space"), path
+    assert TOKEN not in run.stdout + run.stderr
+    # Pushed again without it, the demo has no corrections (the secret stays: a private model may need it).
+    run = _fer_hf(hub, "push-space", space, "--model", MODEL, hf_home=tmp_path / "hf")
+    assert run.returncode == 0, run.stderr[-4000:]
+    assert hub.space_variables(space) == {"FER_HF_MODEL": MODEL}
+
+
 def test_push_static_space_needs_the_models_onnx_file(hub, model_sha, tmp_path):
     # The same model without its onnx/ folder: the static page could not run it, so nothing is created.
     folder = shutil.copytree(ROOT / "models" / "fer2013-cnn", tmp_path / "no-onnx", ignore=shutil.ignore_patterns("onnx"))
@@ -156,3 +172,9 @@ def test_push_static_space_needs_the_models_onnx_file(hub, model_sha, tmp_path):
     assert run.returncode == 1 and "has no onnx/model_quantized.onnx" in run.stderr, run.stderr
     assert "Nothing was created" in run.stderr and "Traceback" not in run.stderr
     assert "alice/fer-live-no-onnx" not in hub.repo_ids("space")
+    # A static Space has no server to take corrections.
+    run = _fer_hf(hub, "push-space", "alice/fer-live-feedback", "--model", MODEL, "--static", "--feedback_repo",
+                  "alice/fer-feedback-static", hf_home=tmp_path / "hf")
+    assert run.returncode == 1 and "--feedback_repo is for the Gradio Space" in run.stderr, run.stderr
+    assert "alice/fer-live-feedback" not in hub.repo_ids("space")
+    assert "alice/fer-feedback-static" not in hub.repo_ids("dataset")

@@ -6,6 +6,7 @@ each control to one handler here.
     live.py     the Live webcam tab (frames streamed to the server)
     browser_live.py  the Live, in your browser tab (the page labels the webcam itself with fer_hf/web)
     video.py    the Video tab
+    feedback.py corrections sent from the Photo tab to a Hub dataset (only with app.py's --feedback_repo)
 """
 
 from __future__ import annotations
