@@ -26,6 +26,7 @@ from fer_hf import FerImageProcessor
 from fer_hf.demo.browser_live import TAB_NAME, WEB_DIR, served
 from fer_hf.model.face_detection import FaceDetector, crop_face, face_crop_margin
 from fer_hf.model.pipeline_fer import TASK, FacialExpressionRecognitionPipeline
+from fer_hf.tracking import FaceTracker
 from tests.apptools import PHOTOS, running_app, write_y4m
 from tests.conftest import ROOT
 from tests.hub_server import LoopbackHub
@@ -162,6 +163,39 @@ def test_browser_crop_has_the_pixels_of_python(browser, server):
             # FerImageProcessor's own resize of the crop (fer_pixel_values): Pillow's BILINEAR to 48x48.
             expected = np.asarray(crop.resize((48, 48), Image.Resampling.BILINEAR))
             assert np.array_equal(in_browser.reshape(48, 48), expected), (box, m)
+    page.context.close()
+
+
+def test_browser_tracker_follows_faces_as_python_does(browser, server):
+    # Two faces over frames at uneven times: one still and changing expression, one that leaves and comes back
+    # after more than MAX_AGE (a new track), with overlaps near MIN_IOU; the same results from tracker.js.
+    labels = ["happy", "sad", "neutral"]
+    rng = np.random.default_rng(0)
+    frames, time_now = [], 0.0
+    for index in range(40):
+        time_now += float(rng.uniform(0.02, 0.15)) + (1.5 if index == 25 else 0)
+        faces = [{"box": [100 + index % 3, 80, 160, 150], "scores": list(rng.dirichlet([3, 1, 1] if index < 20 else [1, 3, 1]))}]
+        if index % 9 not in (0, 1):
+            shift = int(rng.integers(0, 30))
+            faces.append({"box": [300 + shift, 90, 360 + shift, 160], "scores": list(rng.dirichlet([1, 1, 2]))})
+        frames.append((time_now, faces))
+    tracker = FaceTracker(labels)
+    expected = [[(face["track"], face["label"], face["scores"]) for face in tracker.update(
+        [{**face, "label": "", "scores": dict(zip(labels, face["scores"]))} for face in faces], time)]
+        for time, faces in frames]
+    page, _ = open_tab(browser, server)
+    module = urljoin(server, served(WEB_DIR / "tracker.js"))
+    in_browser = page.evaluate("""async ([module, labels, frames]) => {
+      const { FaceTracker } = await import(module);
+      const tracker = new FaceTracker(labels);
+      return frames.map(([time, faces]) => tracker.update(faces, time).map(f => [f.track, f.label, f.scores]));
+    }""", [module, labels, frames])
+    assert len(in_browser) == len(expected)
+    for mine, theirs in zip(in_browser, expected):
+        assert [(track, label) for track, label, _ in mine] == [(track, label) for track, label, _ in theirs]
+        for (_, _, scores), (_, _, python_scores) in zip(mine, theirs):
+            assert np.allclose(scores, [python_scores[label] for label in labels], atol=1e-9)
+    assert {track for frame in expected for track, _, _ in frame} >= {1, 2, 3}  # tracks ended and began
     page.context.close()
 
 
