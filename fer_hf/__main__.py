@@ -185,15 +185,16 @@ def push_space_command(args: argparse.Namespace) -> int:
     from fer_hf.space import ModelUnreachableError, push_space
 
     try:
-        commit = push_space(args.space_id, args.model, revision=args.revision, private=args.private,
-                            commit_message=args.commit_message, feedback_repo=args.feedback_repo)
-    except (ModelUnreachableError, FileNotFoundError) as error:
+        commit = push_space(args.space_id, args.model, revision=args.revision, static=args.static,
+                            private=args.private, commit_message=args.commit_message, feedback_repo=args.feedback_repo)
+    except (ModelUnreachableError, FileNotFoundError, ValueError) as error:
         print(f"error: {error}\nNothing was created or changed on the Hub.", file=sys.stderr)
         return 1
     except Exception as error:  # token, permission, connection: one clear line
         print(f"error: could not push the Space {args.space_id}: {explain_hub_error(error)}", file=sys.stderr)
         return 1
-    print(f"Pushed the Space {args.space_id}, serving {args.model} ({args.revision or 'main'}): commit {commit.oid}")
+    kind = "static Space" if args.static else "Space"
+    print(f"Pushed the {kind} {args.space_id}, serving {args.model} ({args.revision or 'main'}): commit {commit.oid}")
     return 0
 
 
@@ -299,6 +300,9 @@ def main(argv=None) -> int:
     space.add_argument("space_id", help="NAMESPACE/NAME of the Space (created if missing)")
     space.add_argument("--model", required=True, help="Hub repo id of the model the Space serves (checked first)")
     space.add_argument("--revision", default=None, help="the model's branch, tag or commit the Space loads (default: main)")
+    space.add_argument("--static", action="store_true",
+                       help="push the in-browser page alone as a static Space (sdk: static): no server, the model's "
+                            "ONNX file runs in each visitor's browser")
     space.add_argument("--private", action="store_true",
                        help="create the Space private (an existing one keeps its visibility)")
     space.add_argument("--commit_message", default="Update the demo with fer-hf")
