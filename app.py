@@ -1,4 +1,5 @@
-"""fer-hf demo: the expression of every face in a photo, live from a webcam, or through a video file.
+"""fer-hf demo: the expression of every face in a photo, live from a webcam (on the server or in the browser), or
+through a video file.
 
     python app.py [--model FOLDER_OR_HUB_ID] [--revision REV] [--flip_tta {true,false}] [--labels happy sad]
                   [--feedback_repo USER/NAME] [--host 127.0.0.1] [--port 7860] [--share]
@@ -28,6 +29,7 @@ from gradio.utils import get_upload_folder
 from transformers.hf_argparser import string_to_bool
 
 from fer_hf.demo import FaceDemo
+from fer_hf.demo.browser_live import TAB_NAME as BROWSER_TAB, browser_live_tab
 from fer_hf.demo.common import MAX_FILE_SIZE, model_display_name
 from fer_hf.demo.feedback import FeedbackTab
 from fer_hf.demo.live import STREAM_CONCURRENCY, STREAM_EVERY, STREAM_TIME_LIMIT
@@ -44,7 +46,7 @@ EXAMPLES = sorted((ROOT / "tests" / "fixtures" / "photos").glob("*.jpg"))
 def build_demo(model_name: str, flip_tta: bool = True, revision: str | None = None,
                stream_every: float = STREAM_EVERY, labels: list[str] | None = None,
                feedback_repo: str | None = None) -> gr.Blocks:
-    """Loads the model once and lays out the Photo, Live webcam and Video tabs.
+    """Loads the model once and lays out the Photo, Live webcam, Live in your browser and Video tabs.
 
     Args:
         model_name: Model folder or Hub repo id.
@@ -83,6 +85,7 @@ def build_demo(model_name: str, flip_tta: bool = True, revision: str | None = No
             with gr.Row():
                 with gr.Column() as left:
                     photo = gr.Image(label="Photo", sources=["upload", "clipboard", "webcam"], type="filepath", height=400)
+                    why = gr.Checkbox(label="Why? Show where each label came from (heat maps)", elem_id="why")
                 with gr.Column():
                     annotated = gr.Image(label="Faces", interactive=False, height=400, elem_id="annotated")
                     status = gr.Markdown(elem_id="status")
@@ -115,6 +118,8 @@ def build_demo(model_name: str, flip_tta: bool = True, revision: str | None = No
                     live_status = gr.Markdown(elem_id="live-status")
                     live_scores = gr.Label(label="Expression of the largest face", elem_id="live-scores")
             tracks = gr.State(None)  # this viewer's FaceTracker
+        with gr.Tab(BROWSER_TAB):  # the page finds and labels the webcam's faces itself: no frame is sent here
+            browser_live_tab(model, server_tab="Live webcam")
         with gr.Tab("Video"):
             gr.Markdown(f"Upload a video ({FaceDemo.video_limits()}; mp4, mov, webm, mkv, avi): every frame is "
                         "labelled, each face followed as a track. One video is labelled at a time; others wait.")
@@ -133,11 +138,12 @@ def build_demo(model_name: str, flip_tta: bool = True, revision: str | None = No
         # labelling the example again after its cached result). always_last: a paste clears, then
         # uploads, and the upload must not be dropped while the clear runs. preprocess=False: the
         # handler reads the file with load_image, which explains a bad upload; Gradio would not.
-        gr.on([photo.upload, photo.clear], handlers.analyze, photo, outputs, preprocess=False, trigger_mode="always_last")
+        gr.on([photo.upload, photo.clear, why.input], handlers.analyze, [photo, why], outputs, preprocess=False,
+              trigger_mode="always_last")
         details.change(handlers.face_picker, details, [picker, whole])
-        whole.click(handlers.analyze_whole_image, photo, outputs, preprocess=False)
-        picker.input(handlers.show_face, [photo, details, picker], [annotated, scores], preprocess=False)
-        annotated.select(handlers.pick_face, [photo, details], [picker, annotated, scores], preprocess=False)
+        whole.click(handlers.analyze_whole_image, [photo, why], outputs, preprocess=False)
+        picker.input(handlers.show_face, [photo, details, picker, why], [annotated, scores], preprocess=False)
+        annotated.select(handlers.pick_face, [photo, details, why], [picker, annotated, scores], preprocess=False)
         # A stream holds one slot per frame: each frame the browser posts replaces the one waiting, and
         # the browser sends none while a frame is pending, so a slow model drops frames, never queues them.
         webcam.stream(handlers.live, [webcam, tracks], [overlay, live_scores, live_status, tracks], stream_every=stream_every,

@@ -28,7 +28,7 @@ from fer_hf.device_augment import FaceAugmentation
 from fer_hf.evaluation import compute_metrics, plot_training_curves
 from fer_hf.faces import DEFAULT_MARGIN
 from fer_hf.training import (
-    CLASS_WEIGHTINGS, FerTrainer, TrainingTimeCallback, add_soft_targets, build_model, build_run_info,
+    CLASS_WEIGHTINGS, FerTrainer, TrainingTimeCallback, add_soft_targets, build_model, build_run_info, calibrate_saved_model,
     checkpoint_to_resume, class_weights, collate, enable_cpu_fast_path, hold_on_device, load_training_data,
     lock_output_dir, recompute_batch_norm, set_transforms, soft_target_cross_entropy, write_card_or_push,
     write_split_reports, write_tta_reports,
@@ -193,6 +193,11 @@ class ModelArguments:
                   "training rows (one pass, dropout off) before the model is saved and scored. Models without "
                   "batch norm (a ViT) are unchanged. With --num_train_epochs 0 it does only this to --model_name_or_path."},
     )
+    calibrate: bool = field(
+        default=True,
+        metadata={"help": "After the best model is saved and scored, fit the temperatures of its calibrated scores "
+                  "and its unsure threshold on the validation split, as `python -m fer_hf calibrate` does."},
+    )
     tta_reports: list[str] | None = field(
         default=None,
         metadata={"choices": ["mirror", "ten_crop"],
@@ -317,6 +322,8 @@ def main():
         tta_metrics = write_tta_reports(output_dir, dataset, labels, model_args.tta_reports or [],
                                         batch_size=training_args.per_device_eval_batch_size,
                                         device=training_args.device)
+        if model_args.calibrate and "validation" in dataset:
+            calibrate_saved_model(trainer, dataset["validation"], data_args.dataset_name)
         plot_training_curves(trainer.state.log_history, output_dir / "training_curves.png")
         run_info = build_run_info(
             trainer, model_args, data_args, dataset, argv=sys.argv[1:], carried=carried, precision=precision,

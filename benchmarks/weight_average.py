@@ -22,7 +22,6 @@ and cards like any model:
 import argparse
 
 import numpy as np
-import torch
 from safetensors.torch import load_file
 
 from common import ROOT, machine, write_table

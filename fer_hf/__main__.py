@@ -1,6 +1,7 @@
 """The fer-hf command line: `python -m fer_hf COMMAND ...` (`--help` on each command).
 
-    evaluate MODEL --dataset_name SOURCE    accuracy, macro-F1, per-class report, confusion matrix
+    evaluate MODEL --dataset_name SOURCE    accuracy, macro-F1, per-class report, confusion matrix, ECE/NLL/Brier
+    calibrate FOLDER --dataset_name SOURCE  fit the temperatures of calibrated scores and the "unsure" threshold
     push FOLDER REPO_ID                     upload a trained model folder (and its model card) to the Hub
     push-dataset SOURCE REPO_ID             upload any dataset source as parquet to a Hub dataset repo
     push-space SPACE_ID --model REPO_ID     make or update a Gradio Space: the demo serving a Hub model
@@ -57,8 +58,96 @@ def evaluate_command(args: argparse.Namespace) -> int:
     print(result["report"])
     if args.output_dir:
         print(f"Reports and confusion matrix written to {args.output_dir}")
+    calibration = _print_calibration(model, processor, dataset[args.split], args)
+    if calibration is not None:
+        result["calibration"] = calibration
     if args.json:
         print(json.dumps({k: v for k, v in result.items() if k != "report"}))
+    return 0
+
+
+def _print_calibration(model, processor, rows, args: argparse.Namespace) -> dict | None:
+    """Prints ECE, NLL and Brier of each way scores are made, calibrated as the model is and uncalibrated, and draws
+    the reliability diagram; None (and says why) where the split's classes are not the model's."""
+    from pathlib import Path
+
+    from fer_hf.calibration import MODES, ECE_BINS, calibrated_probabilities, calibration_metrics, check_labels
+    from fer_hf.calibration import reliability_diagram, view_logits
+
+    try:
+        check_labels(model, rows, args.split)
+    except ValueError as error:
+        print(f"No calibration figures: {error}")
+        return None
+    logits = view_logits(model, processor, rows, batch_size=args.batch_size)
+    print(f"Calibration (ECE: top score, {ECE_BINS} equal-width bins; NLL: negative log-likelihood; Brier: "
+          f"multiclass, 0..2), as the model scores faces | uncalibrated (temperature 1):")
+    print(f"{'scores':<58} {'T':>6} {'ECE':>7} {'NLL':>7} {'Brier':>7} | {'ECE':>7} {'NLL':>7} {'Brier':>7}")
+    figures, curves = {}, {}
+    for mode, (field, name) in MODES.items():
+        calibrated = calibrated_probabilities(logits, mode, model.config)
+        after, before = calibration_metrics(calibrated, logits.labels), calibration_metrics(logits.probabilities(mode), logits.labels)
+        temperature = getattr(model.config, field, 1.0)
+        figures[mode] = {"temperature": temperature, "calibrated": after, "uncalibrated": before}
+        print(f"{name:<58} {temperature:>6.3f} {after['ece']:>7.4f} {after['nll']:>7.4f} {after['brier']:>7.4f} | "
+              f"{before['ece']:>7.4f} {before['nll']:>7.4f} {before['brier']:>7.4f}")
+        if mode in ("single", "flip"):
+            curves[f"{name.split(' (')[0]}, uncalibrated"] = logits.probabilities(mode)
+            curves[f"{name.split(' (')[0]}, calibrated"] = calibrated
+    threshold = getattr(model.config, "unsure_threshold", 0.0)
+    print(f"unsure below {threshold}: {(calibrated_probabilities(logits, 'flip', model.config).max(-1) < threshold).mean():.1%} "
+          "of the faces, with the default scores")
+    path = args.reliability or (Path(args.output_dir) / f"{args.split}_reliability.png" if args.output_dir else None)
+    if path:
+        reliability_diagram(curves, logits.labels, path, title=f"{args.model} on {args.split}")
+        print(f"Reliability diagram written to {path}")
+    return figures
+
+
+def calibrate_command(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from fer_hf.calibration import MODES, calibrate_folder
+    from fer_hf.data import load_fer_dataset
+
+    folder = Path(args.model)
+    if not (folder / "config.json").is_file():
+        print(f"error: {args.model} is not a model folder (no config.json); download a Hub model first "
+              "(hf download REPO_ID --local-dir FOLDER)", file=sys.stderr)
+        return 1
+    loaded = _load_model(args)
+    if loaded is None:
+        return 1
+    dataset = load_fer_dataset(args.dataset_name, seed=args.seed)
+    if args.split not in dataset:
+        print(f"Split {args.split!r} not in {args.dataset_name} (it has {', '.join(dataset)}).", file=sys.stderr)
+        return 2
+    try:
+        command = f"python -m fer_hf calibrate {args.model} --dataset_name {args.dataset_name}" + (
+            f" --split {args.split}" if args.split != "validation" else "")
+        report = calibrate_folder(*loaded, folder, dataset[args.split], split=args.split, batch_size=args.batch_size,
+                                  command=command)
+    except ValueError as error:  # the dataset's classes are not the model's, or a class has no face
+        print(f"error: cannot calibrate {args.model} on {args.dataset_name} [{args.split}]: {error}", file=sys.stderr)
+        return 2
+    print(f"{args.model} calibrated on {args.dataset_name} [{args.split}], {report['faces']} faces "
+          f"(ECE: {report['ece_bins']} bins; split half: fitted on one half, scored on the other, mean of both ways)")
+    print(f"{'scores':<58} {'T':>6} {'ECE before':>10} {'after':>7} {'NLL before':>10} {'after':>7} | "
+          f"{'split-half ECE before':>21} {'after':>7}")
+    for mode, figures in report["modes"].items():
+        halves = figures["split_half"]
+        held_before = sum(h["before"]["ece"] for h in halves) / len(halves)
+        held_after = sum(h["after"]["ece"] for h in halves) / len(halves)
+        print(f"{MODES[mode][1]:<58} {figures['temperature']:>6.3f} {figures['before']['ece']:>10.4f} "
+              f"{figures['after']['ece']:>7.4f} {figures['before']['nll']:>10.4f} {figures['after']['nll']:>7.4f} | "
+              f"{held_before:>21.4f} {held_after:>7.4f}")
+    unsure = report["unsure"]
+    held = ", ".join(f"{h['threshold']:.2f}: {h['accuracy']:.1%} right at {h['coverage']:.1%} coverage" for h in unsure["split_half"])
+    print(f"unsure below {unsure['threshold']:.2f}: the faces at or above it are {unsure['accuracy']:.1%} right, "
+          f"{unsure['coverage']:.1%} of all (picked on one half, scored on the other: {held})")
+    print(f"Wrote {folder / 'config.json'}, {folder / 'calibration.json'} and {folder / (args.split + '_reliability.png')}")
+    if (folder / "onnx").is_dir():
+        print(f"Its ONNX files now lack the temperature: python -m fer_hf export {folder} {folder} --int8")
     return 0
 
 
@@ -96,15 +185,16 @@ def push_space_command(args: argparse.Namespace) -> int:
     from fer_hf.space import ModelUnreachableError, push_space
 
     try:
-        commit = push_space(args.space_id, args.model, revision=args.revision, private=args.private,
-                            commit_message=args.commit_message, feedback_repo=args.feedback_repo)
-    except (ModelUnreachableError, FileNotFoundError) as error:
+        commit = push_space(args.space_id, args.model, revision=args.revision, static=args.static,
+                            private=args.private, commit_message=args.commit_message, feedback_repo=args.feedback_repo)
+    except (ModelUnreachableError, FileNotFoundError, ValueError) as error:
         print(f"error: {error}\nNothing was created or changed on the Hub.", file=sys.stderr)
         return 1
     except Exception as error:  # token, permission, connection: one clear line
         print(f"error: could not push the Space {args.space_id}: {explain_hub_error(error)}", file=sys.stderr)
         return 1
-    print(f"Pushed the Space {args.space_id}, serving {args.model} ({args.revision or 'main'}): commit {commit.oid}")
+    kind = "static Space" if args.static else "Space"
+    print(f"Pushed the {kind} {args.space_id}, serving {args.model} ({args.revision or 'main'}): commit {commit.oid}")
     return 0
 
 
@@ -182,7 +272,17 @@ def main(argv=None) -> int:
                           "cropping it (default: as the model's processor says, face_align)")
     evaluate.add_argument("--seed", type=int, default=42, help="seed of a photo folder's split")
     evaluate.add_argument("--json", action="store_true", help="also print the metrics as one JSON line")
+    evaluate.add_argument("--reliability", default=None, metavar="OUT.png",
+                          help="draw the reliability diagram here (default: in --output_dir, if given)")
     evaluate.set_defaults(handler=evaluate_command)
+
+    calibrate = commands.add_parser("calibrate", help="fit the temperatures and unsure threshold of a model folder")
+    calibrate.add_argument("model", help="model folder (its config.json is rewritten; the weights are not touched)")
+    calibrate.add_argument("--dataset_name", required=True, help="any source train.py accepts, with the model's classes")
+    calibrate.add_argument("--split", default="validation", help="held-out faces to fit on (default: PublicTest)")
+    calibrate.add_argument("--batch_size", type=int, default=256)
+    calibrate.add_argument("--seed", type=int, default=42, help="seed of a photo folder's split")
+    calibrate.set_defaults(handler=calibrate_command, revision=None)  # a local folder: no Hub revision
 
     push = commands.add_parser("push", help="upload a model folder to the Hub")
     push.add_argument("folder", help="a folder written by train.py (model.safetensors, run_info.json, ...)")
@@ -200,6 +300,9 @@ def main(argv=None) -> int:
     space.add_argument("space_id", help="NAMESPACE/NAME of the Space (created if missing)")
     space.add_argument("--model", required=True, help="Hub repo id of the model the Space serves (checked first)")
     space.add_argument("--revision", default=None, help="the model's branch, tag or commit the Space loads (default: main)")
+    space.add_argument("--static", action="store_true",
+                       help="push the in-browser page alone as a static Space (sdk: static): no server, the model's "
+                            "ONNX file runs in each visitor's browser")
     space.add_argument("--private", action="store_true",
                        help="create the Space private (an existing one keeps its visibility)")
     space.add_argument("--commit_message", default="Update the demo with fer-hf")
@@ -247,6 +350,13 @@ def main(argv=None) -> int:
     predict.add_argument("--duration", type=float, default=None, metavar="SECONDS",
                          help="cameras and streams: stop after this many seconds (default: when the source ends or "
                               "at Ctrl-C)")
+    predict.add_argument("--explain", default=None, metavar="DIR",
+                         help="photos: write one PNG per face to DIR, its heat map (Grad-CAM) over the face: warm "
+                              "where the label came from (needs captum)")
+    predict.add_argument("--explain_method", choices=("grad-cam", "occlusion"), default="grad-cam",
+                         help="with --explain: grad-cam (default) or the slower occlusion check")
+    predict.add_argument("--target", default=None, metavar="LABEL",
+                         help="with --explain: the heat maps show where this label came from (default: each face's own)")
     predict.set_defaults(handler=predict_command)
 
     report = commands.add_parser("feedback-report", help="what the demo's users corrected: counts per label and "

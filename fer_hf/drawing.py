@@ -1,8 +1,15 @@
-"""Drawing faces' boxes and captions on images: the demo's photos and live frames, and annotated videos."""
+"""Drawing on images: faces' boxes and captions (the demo's photos and live frames, annotated videos), and the heat
+maps that show where a face's label came from (the demo's "Why?" switch, `predict --explain`)."""
 
 from __future__ import annotations
 
-from PIL import ImageDraw, ImageFont
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+# Heat maps in matplotlib's "turbo": cool (blue) is 0, warm (red) is 1.
+HEATMAP_COLOURS = "turbo"
+# How much of the heat map's colour covers the face (the rest is the photo, so the face stays readable).
+HEATMAP_OPACITY = 0.45
 
 
 def draw_captioned_box(
@@ -38,4 +45,33 @@ def draw_captioned_box(
     draw.text((tx + line - left, ty + line - top), caption, fill=text_colour, font=font)
 
 
-__all__ = ["draw_captioned_box"]
+def heatmap_colours(heatmap: np.ndarray) -> np.ndarray:
+    """RGB uint8 pixels (height x width x 3) of a heat map in [0, 1], in the HEATMAP_COLOURS colour map."""
+    import matplotlib  # only heat maps need it
+
+    return (matplotlib.colormaps[HEATMAP_COLOURS](np.clip(heatmap, 0, 1))[..., :3] * 255).round().astype(np.uint8)
+
+
+def overlay_heatmap(image: Image.Image, box: tuple[int, int, int, int], heatmap: np.ndarray,
+                    opacity: float = HEATMAP_OPACITY) -> Image.Image:
+    """A copy of `image` (RGB) with a face's heat map blended over its box.
+
+    Args:
+        image: The photo, or a reduced copy of it.
+        box: (x0, y0, x1, y1) in `image`'s pixels, x1 and y1 exclusive.
+        heatmap: Values in [0, 1] (the face pipeline's "heatmap"), resized bilinearly to the box.
+        opacity: How much of the colour covers the photo there.
+    """
+    image = image.convert("RGB")
+    x0, y0, x1, y1 = (int(round(v)) for v in box)
+    if x1 <= x0 or y1 <= y0:
+        return image
+    gray = Image.fromarray(np.ascontiguousarray(heatmap, dtype=np.float32))  # mode "F"
+    resized = gray.resize((x1 - x0, y1 - y0), Image.Resampling.BILINEAR)
+    colours = Image.fromarray(heatmap_colours(np.asarray(resized)))
+    region = image.crop((x0, y0, x1, y1))
+    image.paste(Image.blend(region, colours, opacity), (x0, y0))
+    return image
+
+
+__all__ = ["HEATMAP_COLOURS", "HEATMAP_OPACITY", "draw_captioned_box", "heatmap_colours", "overlay_heatmap"]

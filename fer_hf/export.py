@@ -48,11 +48,16 @@ PARITY_TOLERANCE = 1e-4
 
 
 def weights_digest(model: torch.nn.Module) -> str:
-    """SHA-256 of the model's parameters and buffers (names, shapes and float32 values)."""
+    """SHA-256 of the model's parameters and buffers (names, shapes and float32 values), and of its calibrated
+    temperature where it has one (the graph divides the logits by it: an ONNX file from before the model was
+    calibrated is stale)."""
     digest = hashlib.sha256()
     for name, tensor in sorted(model.state_dict().items()):
         digest.update(f"{name}{tuple(tensor.shape)}".encode())
         digest.update(tensor.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+    temperature = getattr(getattr(model, "config", None), "temperature", 1.0)
+    if temperature != 1.0:  # an uncalibrated model keeps the digest it always had
+        digest.update(f"temperature={float(temperature)!r}".encode())
     return digest.hexdigest()
 
 

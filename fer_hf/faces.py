@@ -8,7 +8,8 @@
     face = crop_face(image, boxes[0])                # grayscale square, framed like FER-2013
     photo, boxes, crops = find_faces("group.jpg", FaceDetector())  # read, detect, crop: the recognizer's path
     recognizer = FaceExpressionRecognizer(model, processor)   # any transformers image classifier
-    recognizer(image)                                # [{"box", "label", "score", "scores", ...}, ...]
+    recognizer(image)                                # [{"box", "label", "score", "scores", "unsure", ...}, ...]
+    recognizer(image, explain=True)                  # each face also with its "heatmap" (needs captum)
     FaceExpressionRecognizer(model, processor, labels=["happy", "sad"])  # a 7-class model's happy-vs-sad view
 
 Finding and cropping faces live in fer_hf.model.face_detection, which every saved model also carries for its
@@ -32,6 +33,7 @@ from .model.face_detection import (
     FaceDetector,
     _min_side,
     crop_face,
+    crop_square,
     face_align,
     face_crop_margin,
     find_faces,
@@ -39,7 +41,7 @@ from .model.face_detection import (
 
 # load_image, ImageReadError and ImageSource are part of this module's API too: photos go in as any ImageSource.
 from .model.images import ImageReadError, ImageSource, load_image
-from .model.pipeline_fer import FLIP_MARGIN
+from .model.pipeline_fer import FLIP_MARGIN, is_unsure, score_temperature, temper
 
 
 # --------------------------------------------------------------------------------------------
@@ -159,6 +161,9 @@ class FaceExpressionRecognizer:
         self._columns = None if labels is None else label_indices(self.model_labels, labels, name)
         self.labels = self.model_labels if labels is None else list(labels)
         self._crop_mode = "L" if getattr(model.config, "num_channels", 3) == 1 else "RGB"
+        self._temperature = getattr(model.config, "temperature", 1.0)
+        self._multi_label = getattr(model.config, "problem_type", None) == "multi_label_classification"
+        self._flip_temperature = score_temperature(model.config, True, flip_margin)
 
     @property
     def min_side(self) -> int | None:
@@ -169,22 +174,35 @@ class FaceExpressionRecognizer:
         (the image keeps the photo's size in info["original_size"])."""
         return _min_side(self.max_side)
 
-    def __call__(self, image: ImageSource, top_faces: int | None = None) -> list[dict[str, Any]]:
-        """Faces of one photo, largest first: dicts with box, label, score, scores, detection_score.
+    def __call__(self, image: ImageSource, top_faces: int | None = None, explain: bool | str = False,
+                 target: str | None = None) -> list[dict[str, Any]]:
+        """Faces of one photo, largest first: dicts with box, label, score, scores, detection_score, unsure.
 
         Args:
             image: Anything load_image reads.
             top_faces: Classify only this many of the largest faces; None for all.
-        """
-        return self.predict_batch([image], top_faces=top_faces)[0]
+            explain: Add each face's "heatmap": which of its pixels the label came from, float32 in [0, 1],
+                the box's height x width in the photo's pixels. True or "grad-cam": Grad-CAM; "occlusion":
+                the slower occlusion check (fer_hf.model.heatmaps, on the eager model). Needs captum.
+            target: With explain, the label the heat maps are for; None: each face's own label.
 
-    def predict_batch(self, images: Sequence[ImageSource], top_faces: int | None = None) -> list[list[dict[str, Any]]]:
+        Raises:
+            ValueError: a target that is not one of the model's labels (the message lists them).
+        """
+        return self.predict_batch([image], top_faces=top_faces, explain=explain, target=target)[0]
+
+    def predict_batch(self, images: Sequence[ImageSource], top_faces: int | None = None, explain: bool | str = False,
+                      target: str | None = None) -> list[list[dict[str, Any]]]:
         """Like __call__ for many photos; the crops of all photos share forward passes.
 
         Every crop is held until the forward passes, so give it photos in chunks (a few hundred).
         """
+        from .model.heatmaps import box_heatmap, explain_method, target_index  # imports torch
+
+        method, target_class = explain_method(explain), target_index(self.model_labels, target)
         found: list[list[tuple[tuple[int, int, int, int], float | None]]] = []
         crops: list[Image.Image] = []
+        squares: list[tuple[float, float, float, float] | None] = []  # each crop's square in its photo
         for source in images:
             image, boxes, face_crops = find_faces(
                 source, self.detector, max_side=self.max_side, margin=self.margin, top_faces=top_faces,
@@ -193,10 +211,12 @@ class FaceExpressionRecognizer:
             if boxes:
                 found.append([(box.as_tuple(), box.score) for box in boxes])
                 crops += face_crops
+                squares += [crop_square(box, self.margin, self.align) for box in boxes]
             elif self.classify_whole_image:
                 width, height = image.info.get("original_size", image.size)  # the photo's own size
                 found.append([((0, 0, width, height), None)])
                 crops.append(image.convert("L"))  # gray like the face crops, so the model sees what it was trained on
+                squares.append(None)
             else:
                 found.append([])
         probabilities = self.classify(crops)
@@ -204,7 +224,27 @@ class FaceExpressionRecognizer:
         for faces in found:
             results.append([self.face_result(box, score, probabilities[row + i]) for i, (box, score) in enumerate(faces)])
             row += len(faces)
+        if method:
+            faces = [face for photo in results for face in photo]
+            targets = [self.model_labels.index(face["label"]) if target_class is None else target_class for face in faces]
+            for face, crop_map, square in zip(faces, self.heatmaps(crops, targets, method), squares):
+                face["heatmap"] = box_heatmap(crop_map, face["box"], square)
         return results
+
+    def heatmaps(self, crops: Sequence[Image.Image], targets: Sequence[int], method: str = "grad-cam") -> np.ndarray:
+        """Heat maps of already cropped faces for the model's classes `targets`: crops x side x side, float32 in [0, 1].
+
+        Made on the eager model, batch_size crops at a time (fer_hf.model.heatmaps.face_heatmaps).
+        """
+        from .model.heatmaps import face_heatmaps  # imports torch
+
+        maps = [
+            face_heatmaps(self.model, self.runtime.pixel_values([crop.convert(self._crop_mode) for crop in
+                                                                 crops[start : start + self.batch_size]]),
+                          targets[start : start + self.batch_size], method)
+            for start in range(0, len(crops), self.batch_size)
+        ]
+        return np.concatenate(maps) if maps else np.zeros((0, 0, 0), dtype=np.float32)
 
     def video(self, path, **kwargs):
         """Per-frame results for a video file: see `fer_hf.video.analyze_video` for the arguments."""
@@ -221,6 +261,9 @@ class FaceExpressionRecognizer:
     def classify(self, crops: Sequence[Image.Image]) -> np.ndarray:
         """Class probabilities (crops x labels) of already cropped faces, batch_size faces a forward pass.
 
+        They are calibrated where the model was (`python -m fer_hf calibrate`): the temperature fitted for one
+        view, or with flip_tta the one fitted for mirror-averaged scores (fer_hf.model.pipeline_fer.score_temperature).
+
         With flip_tta, a crop whose top two classes are within flip_margin gets the mean of its own and its
         mirror image's (the mirrors of a batch share a second forward pass).
         With `labels`, they are the chosen classes' probabilities renormalised (after the mirror average).
@@ -230,13 +273,17 @@ class FaceExpressionRecognizer:
         chunks = []
         for start in range(0, len(crops), self.batch_size):
             batch = [crop.convert(self._crop_mode) for crop in crops[start : start + self.batch_size]]
-            probabilities = self.runtime(batch)
-            if self.flip_tta:
+            probabilities = self.runtime(batch)  # one view, calibrated by the model's own temperature
+            if self.flip_tta and not self._multi_label:
+                # Mirrored faces and labels are chosen on the uncalibrated scores, as before calibration, and the
+                # mirror-averaged scores get the temperature fitted for them.
+                probabilities = temper(probabilities, 1 / self._temperature)
                 # Only the faces whose top two classes are close gain from their mirror image's opinion.
                 unsure = np.flatnonzero(top_two_margin(probabilities) < self.flip_margin)
                 if len(unsure):
-                    mirrored = self.runtime([ImageOps.mirror(batch[i]) for i in unsure])
+                    mirrored = temper(self.runtime([ImageOps.mirror(batch[i]) for i in unsure]), 1 / self._temperature)
                     probabilities[unsure] = (probabilities[unsure] + mirrored) / 2
+                probabilities = temper(probabilities, self._flip_temperature)
             chunks.append(probabilities)
         probabilities = np.concatenate(chunks)
         return probabilities if self._columns is None else restrict_probabilities(probabilities, self._columns)
@@ -244,7 +291,8 @@ class FaceExpressionRecognizer:
     def face_result(
         self, box: tuple[int, int, int, int], detection_score: float | None, probs: np.ndarray
     ) -> dict[str, Any]:
-        """One face as this recognizer reports it: box, label, score, scores (by label), detection_score."""
+        """One face as this recognizer reports it: box, label, score, scores (by label), detection_score, and
+        unsure (the score is below the model's `unsure_threshold`; with `labels`, the renormalised score)."""
         best = int(np.argmax(probs))
         return {
             "box": box,
@@ -252,6 +300,7 @@ class FaceExpressionRecognizer:
             "score": float(probs[best]),
             "scores": {label: float(p) for label, p in zip(self.labels, probs)},
             "detection_score": detection_score,
+            "unsure": is_unsure(float(probs[best]), self.model.config),
         }
 
 

@@ -146,9 +146,29 @@ def build_model_card(
         weaknesses=_class_weaknesses(folder, shown_split, info["labels"]),
         example=_example_output(folder),
         onnx=(folder / "onnx" / "model.onnx").is_file(),
+        calibration=_calibration(folder),
         # How a model was made when its one command does not tell it (e.g. several training runs).
         notes=(folder / "TRAINING_NOTES.md").read_text().strip() if (folder / "TRAINING_NOTES.md").is_file() else None,
     )
+
+
+def _calibration(folder: Path) -> dict | None:
+    """The calibration report `python -m fer_hf calibrate` wrote (calibration.json), as the card shows it; None
+    for a model that was never calibrated."""
+    from .calibration import MODES
+
+    path = folder / "calibration.json"
+    if not path.is_file():
+        return None
+    report = json.loads(path.read_text())
+    for mode, figures in report["modes"].items():
+        figures["name"] = MODES[mode][1]
+        halves = figures["split_half"]
+        figures["held_out_before_ece"] = sum(h["before"]["ece"] for h in halves) / len(halves)
+        figures["held_out_ece"] = sum(h["after"]["ece"] for h in halves) / len(halves)
+    diagram = f"{report['split']}_reliability.png"
+    report["diagram"] = diagram if (folder / diagram).is_file() else None
+    return report
 
 
 def _class_weaknesses(folder: Path, split: str | None, labels: list[str]) -> list[dict]:
@@ -190,7 +210,8 @@ def _example_output(folder: Path) -> str | None:
     fer = pipeline(TASK, model=str(folder), pipeline_class=FacialExpressionRecognitionPipeline, trust_remote_code=False)
     faces = fer(str(EXAMPLE_PHOTO))
     shown = [{"box": face["box"], "label": face["label"], "score": round(face["score"], 3),
-              "scores": {name: round(p, 3) for name, p in face["scores"].items()}} for face in faces]
+              "scores": {name: round(p, 3) for name, p in face["scores"].items()}, "unsure": face["unsure"]}
+             for face in faces]
     return "[\n" + ",\n".join(f"  {json.dumps(face)}" for face in shown) + "\n]"
 
 

@@ -269,13 +269,15 @@ class Int8FerCNN(nn.Module):
             stages.append(nn.Sequential(*units, stage.pooler))  # max pooling runs on uint8 as it is
         self.stages = nn.Sequential(*stages)
         self.classifier = copy.deepcopy(model.classifier).float()
+        # The model's forward divides its logits by the calibrated temperature; this graph must too.
+        self.temperature = float(getattr(model.config, "temperature", 1.0))
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
         quantized = torch.quantize_per_tensor(
             pixel_values + self.input_shift, self.input_scale, self.input_zero_point, torch.quint8
         )
         features = self.stages(quantized).dequantize().mean(dim=(2, 3))  # global average pooling
-        return self.classifier(features)
+        return self.classifier(features) / self.temperature
 
 
 def _fold_batch_norm(conv: nn.Conv2d, norm: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:

@@ -7,6 +7,7 @@
     write_results(rows, "results.csv", labels=recognizer.labels)
     video_rows = list(predict_video(recognizer, "clip.mp4", every=1, annotate="clip_labelled.mp4"))
     live_rows = predict_stream(recognizer, "rtsp://camera.local/live", duration=60)  # or a camera: 0, /dev/video0
+    rows, summary = predict_files(recognizer, files, explain="heatmaps/")  # and one heat-map PNG per face
 
 One row per face (largest first), one "no face" row for a photo without one, and one "error" row
 naming each file that could not be read: no file is dropped without a trace. A video gives the
@@ -25,6 +26,8 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
+from PIL import Image
+
 from .data import IMAGE_EXTENSIONS
 from .faces import FaceExpressionRecognizer
 from .hub import find_model
@@ -35,7 +38,10 @@ from .video import VIDEO_EXTENSIONS, FrameResult, Timeline, VideoReadError, anal
 
 logger = logging.getLogger(__name__)
 
-FIELDS = ["file", "face", "status", "x0", "y0", "x1", "y1", "label", "score", "detection_score", "error"]
+# Heat-map PNGs (predict --explain) are enlarged to at least this many pixels a side.
+HEATMAP_PNG_SIDE = 192
+# unsure: "true" where the face's calibrated top score is below the model's unsure_threshold (fer_hf.calibration).
+FIELDS = ["file", "face", "status", "x0", "y0", "x1", "y1", "label", "score", "unsure", "detection_score", "error"]
 # The columns when there are videos: a video's rows also say which frame, when, and which track.
 VIDEO_FIELDS = ["file", "frame", "time", "track", *FIELDS[1:]]
 
@@ -73,8 +79,14 @@ def predict_files(
     files: Sequence[str | os.PathLike],
     batch_size: int = 16,
     progress: Callable[[int, int], None] | None = None,
+    explain: str | os.PathLike | None = None,
+    explain_method: str = "grad-cam",
+    target: str | None = None,
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Labels the faces of every file with `recognizer.predict_batch`, `batch_size` photos at a time.
+
+    With `explain` (a folder), each face's heat map (`explain_method`, for `target` or its own label) is
+    drawn over it and written there as one PNG per face (write_heatmaps); its path is the row's `heatmap`.
 
     Returns:
         (rows, summary). Rows follow the order of `files`; each has the FIELDS keys and `scores`
@@ -85,6 +97,7 @@ def predict_files(
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}.")
     rows: list[dict[str, Any]] = []
+    written: set[Path] = set()  # heat-map files of this run, so that two photos named alike do not share one
     for start in range(0, len(files), batch_size):
         names = [str(path) for path in files[start : start + batch_size]]
         results: dict[str, list[dict] | str] = {}
@@ -94,9 +107,14 @@ def predict_files(
                 images[name] = load_image(name, max_side=recognizer.max_side, min_side=recognizer.min_side)
             except ValueError as error:  # load_image's message names the file and the reason
                 results[name] = str(error)
-        results.update(_predict(recognizer, images))
+        options = {"explain": explain_method, "target": target} if explain is not None else {}
+        results.update(_predict(recognizer, images, **options))
         for name in names:
-            rows += _rows(name, results[name])
+            file_rows = _rows(name, results[name])
+            if explain is not None and not isinstance(results[name], str) and results[name]:
+                for row, path in zip(file_rows, write_heatmaps(name, results[name], explain, written)):
+                    row["heatmap"] = str(path)
+            rows += file_rows
         if progress is not None:
             progress(start + len(names), len(files))
     unreadable = [{"file": row["file"], "error": row["error"]} for row in rows if row["status"] == "error"]
@@ -111,14 +129,44 @@ def predict_files(
     return rows, summary
 
 
-def _predict(recognizer: FaceExpressionRecognizer, images: dict[str, Any]) -> dict[str, list[dict] | str]:
+def _predict(recognizer: FaceExpressionRecognizer, images: dict[str, Any], **options) -> dict[str, list[dict] | str]:
     """predict_batch on the batch; if that fails, photo by photo, so one bad photo costs only its own row."""
     try:
-        return dict(zip(images, recognizer.predict_batch(list(images.values()))))
+        return dict(zip(images, recognizer.predict_batch(list(images.values()), **options)))
     except Exception as error:  # e.g. an image processor that rejects a photo
         if len(images) > 1:
-            return {name: _predict(recognizer, {name: image})[name] for name, image in images.items()}
+            return {name: _predict(recognizer, {name: image}, **options)[name] for name, image in images.items()}
         return {name: f"Cannot label {name}: {type(error).__name__}: {error}" for name in images}
+
+
+def write_heatmaps(name: str, faces: list[dict[str, Any]], folder: str | os.PathLike,
+                   written: set[Path] | None = None) -> list[Path]:
+    """Writes each face's heat map over the face as `<photo>_face<N>_<label>.png` in `folder`; returns the paths.
+
+    The PNG is the face box from the photo at full size, its heat map blended over it (warm: where the label
+    came from), enlarged to at least HEATMAP_PNG_SIDE pixels a side so that it can be looked at. A name in
+    `written` (the files of this run so far) gets a number, so two photos named alike keep both.
+    """
+    from .drawing import overlay_heatmap
+
+    folder, written = Path(folder), written if written is not None else set()
+    folder.mkdir(parents=True, exist_ok=True)
+    photo = load_image(name)
+    paths = []
+    for index, face in enumerate(faces):
+        face_pixels = photo.crop(face["box"])
+        image = overlay_heatmap(face_pixels, (0, 0, *face_pixels.size), face["heatmap"])
+        scale = max(1.0, HEATMAP_PNG_SIDE / min(image.size))
+        image = image.resize((round(image.width * scale), round(image.height * scale)), Image.Resampling.BICUBIC)
+        stem, number = f"{Path(name).stem}_face{index}_{face['label']}", 1
+        path = folder / f"{stem}.png"
+        while path in written:
+            number += 1
+            path = folder / f"{stem}-{number}.png"
+        image.save(path)
+        written.add(path)
+        paths.append(path)
+    return paths
 
 
 def _rows(name: str, faces: list[dict] | str) -> list[dict[str, Any]]:
@@ -131,7 +179,7 @@ def _rows(name: str, faces: list[dict] | str) -> list[dict[str, Any]]:
     return [
         {**_empty_row(name), "face": index, "status": "face", "x0": face["box"][0], "y0": face["box"][1],
          "x1": face["box"][2], "y1": face["box"][3], "label": face["label"], "score": face["score"],
-         "detection_score": face["detection_score"], "scores": face["scores"]}
+         "unsure": face["unsure"], "detection_score": face["detection_score"], "scores": face["scores"]}
         for index, face in enumerate(faces)
     ]
 
@@ -234,6 +282,8 @@ def _write_csv(rows: Iterable[dict[str, Any]], handle: TextIO, labels: Sequence[
 def _cell(value: Any) -> Any:
     if value is None:
         return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
     return f"{value:.6f}" if isinstance(value, float) else value
 
 
@@ -279,6 +329,7 @@ def predict_command(args) -> int:
         message = explain_hub_error(error) if not isinstance(error, FileNotFoundError) else str(error)
         print(f"error: cannot load the model: {message}", file=sys.stderr)
         return 1
+    explain = getattr(args, "explain", None)
     try:
         recognizer = FaceExpressionRecognizer(model, processor, classify_whole_image=args.whole_image,
                                               flip_tta=args.flip_tta, labels=getattr(args, "labels", None),
@@ -286,6 +337,15 @@ def predict_command(args) -> int:
     except ValueError as error:  # --labels names a class the model does not have
         print(f"error: --labels: {error}", file=sys.stderr)
         return 2
+    if explain is not None:
+        from .model.heatmaps import explain_method, target_index
+
+        try:  # before any work: captum missing, a target the model does not have
+            explain_method(args.explain_method)
+            target_index(recognizer.model_labels, args.target)
+        except (ImportError, ValueError) as error:
+            print(f"error: --explain: {error}", file=sys.stderr)
+            return 2
     logger.info("Labelling %d file(s)%s with %s (labels: %s; runtime: %s; flip TTA: %s; aligned faces: %s)", len(files),
                 f" and {len(streams)} camera(s) or stream(s)" if streams else "", model_name,
                 ", ".join(recognizer.labels), recognizer.runtime.mode, "on" if recognizer.flip_tta else "off",
@@ -296,7 +356,11 @@ def predict_command(args) -> int:
     def progress(done: int, total: int) -> None:
         logger.info("  %d/%d files", done, total)
 
-    rows, summary = predict_files(recognizer, photos, batch_size=args.batch_size, progress=progress)
+    explain_options = {"explain": explain, "explain_method": args.explain_method, "target": args.target} if explain else {}
+    rows, summary = predict_files(recognizer, photos, batch_size=args.batch_size, progress=progress, **explain_options)
+    if explain:
+        logger.info("%d heat map(s) -> %s%s", sum("heatmap" in row for row in rows), explain,
+                    " (videos and streams get none)" if videos or streams else "")
     if not videos and not streams:
         _write_all(args.output, rows, recognizer.labels, summary, model_name)
     else:

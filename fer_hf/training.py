@@ -371,6 +371,29 @@ def recompute_batch_norm(trainer: Trainer, train: Dataset) -> bool:
     return updated > 0
 
 
+def calibrate_saved_model(trainer: Trainer, validation: Dataset, dataset_name: str) -> dict | None:
+    """Fits the saved model's temperatures and unsure threshold on the validation rows (`python -m fer_hf
+    calibrate`: config.json, calibration.json, the reliability diagram) and gives them to the model in memory,
+    so a later save or push keeps them. None, with a warning naming why, where the rows lack one of its classes."""
+    from .calibration import MODES, calibrate_folder
+
+    output_dir = Path(trainer.args.output_dir)
+    try:
+        report = calibrate_folder(*load_classifier(output_dir), output_dir, validation.with_format(None),
+                                  split="validation", batch_size=trainer.args.per_device_eval_batch_size,
+                                  command=f"python -m fer_hf calibrate {output_dir} --dataset_name {dataset_name}")
+    except ValueError as error:
+        logger.warning("Not calibrated: %s", error)
+        return None
+    config = trainer.model.config
+    for mode, (field, _) in MODES.items():
+        setattr(config, field, report["modes"][mode]["temperature"])
+    config.unsure_threshold = report["unsure"]["threshold"]
+    logger.info("Calibrated: temperatures %s, unsure below %s",
+                {mode: figures["temperature"] for mode, figures in report["modes"].items()}, config.unsure_threshold)
+    return report
+
+
 # --- loss, batch mixing and the Trainer -----------------------------------------------------------
 
 # `--class_weighting`: the power p of each class's loss weight, count ** -p.
@@ -760,6 +783,7 @@ __all__ = [
     "add_train_rows",
     "build_model",
     "build_run_info",
+    "calibrate_saved_model",
     "checkpoint_to_resume",
     "class_weights",
     "collate",

@@ -165,6 +165,9 @@ class _Handler(BaseHTTPRequestHandler):
             return
         except HubError:
             pass  # unreadable body: body() already marked the connection for closing
+        if self.command in ("GET", "HEAD"):
+            # As the Hub answers reads, so that a page on another origin (a static Space) can fetch model files.
+            headers = {"Access-Control-Allow-Origin": "*", **headers}
         self.send_response(status)
         for key, value in {"Content-Length": str(len(body)), **headers}.items():
             self.send_header(key, value)

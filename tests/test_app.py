@@ -544,7 +544,7 @@ def test_predict_cli_writes_csv(fer_model, photo_tree, tmp_path):
     assert run.returncode == 1, run.stdout  # some files could not be read
     with open(output, newline="") as handle:
         rows = list(csv.DictReader(handle))
-    assert list(rows[0]) == [*("file face status x0 y0 x1 y1 label score detection_score error".split()),
+    assert list(rows[0]) == [*("file face status x0 y0 x1 y1 label score unsure detection_score error".split()),
                              *(f"p_{label}" for label in FER2013_LABELS)]
     by_status = {}
     for row in rows:
@@ -555,6 +555,7 @@ def test_predict_cli_writes_csv(fer_model, photo_tree, tmp_path):
     for row in by_status["face"]:
         assert row["label"] in FER2013_LABELS and float(row["score"]) == max(float(row[f"p_{n}"]) for n in FER2013_LABELS)
         assert int(row["x1"]) > int(row["x0"])
+        assert row["unsure"] == "false"  # a random tiny model was never calibrated: its threshold is 0
     (no_face,) = by_status["no face"]
     assert no_face["file"].endswith("sky.png") and no_face["label"] == ""
     errors = {row["file"].split("/")[-1]: row["error"] for row in by_status["error"]}

@@ -252,3 +252,29 @@ def test_serves_no_file_outside_its_own_assets(server):
     # The server itself refuses a bigger upload, whatever the page does.
     upload = httpx.post(f"{server}gradio_api/upload", files={"files": ("big.jpg", bytes(21 * 1024 * 1024))}, timeout=30)
     assert upload.status_code == 413
+
+
+@pytest.fixture(scope="module")
+def bundled_server(tmp_path_factory):
+    """`python app.py` with the bundled fer2013-cnn: heat maps of a trained model mean something to look at."""
+    tmp = tmp_path_factory.mktemp("app-bundled")
+    with running_app(tmp, ROOT / "models" / "fer2013-cnn") as url:
+        yield url
+
+
+def test_the_why_switch_shows_heat_maps_and_their_legend(browser, bundled_server):
+    context = browser.new_context(viewport={"width": 1280, "height": 1000})
+    page = context.new_page()
+    page.set_default_timeout(60_000)
+    page.goto(bundled_server, wait_until="load")
+    page.locator("input[type=file]").first.set_input_files(str(PHOTOS / "happy_three_women.jpg"))
+    wait_for_text(page, "#status", "Found 3 faces")
+    before = page.locator("#annotated img").first.get_attribute("src")
+    page.locator("#why input[type=checkbox]").check()
+    assert "warm" in wait_for_text(page, "#status", "Heat maps")
+    page.wait_for_function("([sel, src]) => document.querySelector(sel)?.getAttribute('src') !== src",
+                           arg=["#annotated img", before])
+    with Image.open(io.BytesIO(httpx.get(urljoin(bundled_server, page.locator("#annotated img").first.get_attribute("src"))).content)) as shown:
+        assert shown.height > shown.width * 201 / 320  # the photo (320x201) and the legend under it
+    screenshot(page, "why.png")
+    context.close()

@@ -19,6 +19,7 @@ from fer_hf.model.face_detection import DEFAULT_ALIGN
 from fer_hf.faces import FLIP_MARGIN, Box, FaceDetector, FaceExpressionRecognizer, crop_face, find_faces
 from fer_hf.hub import load_classifier
 from fer_hf.model.images import load_image
+from fer_hf.model.pipeline_fer import score_temperature, temper
 
 from tests.conftest import FER_FIXTURE_DIR, HAPPY_SAD_DIR, ROOT, requires_full_data
 from tests.test_images import _big_progressive_jpeg, _close  # a big photo to read reduced; boxes alike
@@ -396,7 +397,11 @@ def test_flip_tta_gives_a_face_and_its_mirror_the_same_scores(model_name):
     averaged, plain = on.classify(faces), off.classify(faces)
     np.testing.assert_allclose(averaged[:6], averaged[6:], atol=1e-6)
     assert np.abs(plain[:6] - plain[6:]).max() > 1e-3  # the model itself tells a face from its mirror
-    np.testing.assert_allclose(averaged[:6], (plain[:6] + plain[6:]) / 2, atol=1e-6)
+    # The mean of the two views' uncalibrated scores, calibrated with the temperature fitted for every face mirrored
+    # (1, so the plain mean, for a model never calibrated).
+    raw = temper(plain, 1 / getattr(model.config, "temperature", 1.0))
+    np.testing.assert_allclose(averaged[:6], temper((raw[:6] + raw[6:]) / 2, score_temperature(model.config, True, 1.0)),
+                               atol=1e-6)
     # Off is what the recognizer gave before flip_tta: the runtime's probabilities of each batch.
     mode = "L" if model.config.num_channels == 1 else "RGB"
     batches = [[face.convert(mode) for face in faces[i : i + 4]] for i in range(0, 12, 4)]
@@ -414,14 +419,19 @@ def test_flip_tta_mirrors_only_the_unsure_faces(fer_rows):
     every = FaceExpressionRecognizer(model, processor, batch_size=128, flip_margin=1.0)
     assert default.flip_tta and default.flip_margin == FLIP_MARGIN
     plain, averaged = off.classify(crops), every.classify(crops)
-    top_two = np.sort(plain, axis=1)[:, -2:]
+    # Which faces are mirrored is decided on the uncalibrated scores, as before the model was calibrated; the
+    # default's scores are then calibrated with the temperature fitted for them (fer_hf.calibration).
+    raw, raw_averaged = temper(plain, 1 / model.config.temperature), temper(averaged, 1 / model.config.flip_all_temperature)
+    top_two = np.sort(raw, axis=1)[:, -2:]
     unsure = top_two[:, 1] - top_two[:, 0] < FLIP_MARGIN
     assert 0 < unsure.sum() < len(crops)  # both kinds among these real faces
     passes = []
     default.runtime = _counting(default.runtime, passes)
     result = default.classify(crops)
-    np.testing.assert_allclose(result[~unsure], plain[~unsure], atol=1e-6)
-    np.testing.assert_allclose(result[unsure], averaged[unsure], atol=1e-6)
+    flip_temperature = score_temperature(model.config, True, FLIP_MARGIN)
+    np.testing.assert_allclose(result[~unsure], temper(raw, flip_temperature)[~unsure], atol=1e-5)
+    np.testing.assert_allclose(result[unsure], temper(raw_averaged, flip_temperature)[unsure], atol=1e-5)
+    np.testing.assert_array_equal(result.argmax(1), np.where(unsure[:, None], raw_averaged, raw).argmax(1))
     assert passes == [len(crops), int(unsure.sum())]
     with pytest.raises(ValueError, match="flip_margin"):
         FaceExpressionRecognizer(model, processor, flip_margin=1.5)

@@ -21,7 +21,6 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from PIL import Image
 
 from tests.conftest import FER_FIXTURE_DIR, ROOT, write_fer_csv
 from tests.hub_server import LoopbackHub

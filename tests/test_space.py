@@ -122,11 +122,17 @@ def test_space_files_run_from_a_fresh_folder_and_label_a_photo(hub, model_sha, t
                 label, score = top_label_and_score(page, "#scores")
                 header = page.locator("body").inner_text()
                 screenshot(page, "space.png")
+                # The in-browser tab loads the model's files from the Hub cache (served by the app): ready means the
+                # runtime, the detector and the model's ONNX file all loaded (this browser has no camera).
+                page.get_by_role("tab", name="Live, in your browser").click()
+                page.wait_for_function("window.ferLive && (window.ferLive.ready || window.ferLive.error)")
+                live = page.evaluate("window.ferLive")
                 browser.close()
         finally:
             stop(app)
     assert label in FER2013_LABELS and 0 < score <= 100
     assert f"Model {MODEL} at {model_sha}" in header
+    assert live["ready"], live["error"]
     assert "Traceback" not in log_path.read_text(), log_path.read_text()[-4000:]
 
 
@@ -155,3 +161,21 @@ def test_push_space_with_a_feedback_repo_gives_the_token_as_a_secret_only(hub, m
     run = _fer_hf(hub, "push-space", space, "--model", MODEL, hf_home=tmp_path / "hf")
     assert run.returncode == 0, run.stderr[-4000:]
     assert hub.space_variables(space) == {"FER_HF_MODEL": MODEL}
+
+
+def test_push_static_space_needs_the_models_onnx_file(hub, model_sha, tmp_path):
+    # The same model without its onnx/ folder: the static page could not run it, so nothing is created.
+    folder = shutil.copytree(ROOT / "models" / "fer2013-cnn", tmp_path / "no-onnx", ignore=shutil.ignore_patterns("onnx"))
+    pushed = _fer_hf(hub, "push", folder, "alice/fer-no-onnx", hf_home=tmp_path / "hf")
+    assert pushed.returncode == 0, pushed.stderr[-4000:]
+    run = _fer_hf(hub, "push-space", "alice/fer-live-no-onnx", "--model", "alice/fer-no-onnx", "--static",
+                  hf_home=tmp_path / "hf")
+    assert run.returncode == 1 and "has no onnx/model_quantized.onnx" in run.stderr, run.stderr
+    assert "Nothing was created" in run.stderr and "Traceback" not in run.stderr
+    assert "alice/fer-live-no-onnx" not in hub.repo_ids("space")
+    # A static Space has no server to take corrections.
+    run = _fer_hf(hub, "push-space", "alice/fer-live-feedback", "--model", MODEL, "--static", "--feedback_repo",
+                  "alice/fer-feedback-static", hf_home=tmp_path / "hf")
+    assert run.returncode == 1 and "--feedback_repo is for the Gradio Space" in run.stderr, run.stderr
+    assert "alice/fer-live-feedback" not in hub.repo_ids("space")
+    assert "alice/fer-feedback-static" not in hub.repo_ids("dataset")

@@ -90,6 +90,12 @@ def test_fer2013_slice_trains_and_leaves_a_complete_folder(tmp_path, tiny_traine
     rows = _fixture_split("publictest").select(range(48))
     assert evaluate_on_dataset(*load_classifier(out), rows)["accuracy"] == report["metrics"]["accuracy"]
     assert info["metrics"]["validation"] == report["metrics"]
+    # Calibrated after the best model was saved and scored: temperatures and threshold in config.json, the report
+    # beside it, and the labels (the reports above) are those of the uncalibrated model.
+    calibration, config = json.loads((out / "calibration.json").read_text()), json.loads((out / "config.json").read_text())
+    assert calibration["faces"] == 48 and config["temperature"] == calibration["modes"]["single"]["temperature"]
+    assert calibration["modes"]["single"]["after"]["accuracy"] == report["metrics"]["accuracy"]
+    assert config["unsure_threshold"] == calibration["unsure"]["threshold"]
     # Trainer's own evaluation ran under bf16 autocast; a 6-step model has near-ties that bf16 can flip.
     assert abs(report["metrics"]["accuracy"] - eval_results["eval_accuracy"]) <= 2 / 48
 

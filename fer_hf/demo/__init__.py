@@ -4,6 +4,7 @@ each control to one handler here.
     common.py   reading uploads, drawing faces for display, the race-free cache writer
     photo.py    the Photo tab
     live.py     the Live webcam tab (frames streamed to the server)
+    browser_live.py  the Live, in your browser tab (the page labels the webcam itself with fer_hf/web)
     video.py    the Video tab
     feedback.py corrections sent from the Photo tab to a Hub dataset (only with app.py's --feedback_repo)
 """

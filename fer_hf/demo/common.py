@@ -9,6 +9,7 @@ import io
 import os
 import secrets
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -72,7 +73,13 @@ def shown_scale(width: int, height: int) -> float:
     return min(max(longer, SHOWN_SIDE[0]), SHOWN_SIDE[1]) / longer
 
 
-def draw_faces(image: Image.Image, faces: list[dict], selected: int = 0, size: tuple[int, int] | None = None) -> Image.Image:
+def label_and_score(face: dict) -> str:
+    """A face's caption after its number: "label score%"."""
+    return f"{face['label']} {face['score']:.0%}"
+
+
+def draw_faces(image: Image.Image, faces: list[dict], selected: int = 0, size: tuple[int, int] | None = None,
+               caption: Callable[[dict], str] = label_and_score) -> Image.Image:
     """A copy of the image for display, each face boxed and captioned "N label score%" ("#T ..." for track T).
 
     Args:
@@ -80,6 +87,7 @@ def draw_faces(image: Image.Image, faces: list[dict], selected: int = 0, size: t
         faces: FaceExpressionRecognizer results; boxes in pixels of the original photo.
         selected: The face drawn thicker and in the highlight colour.
         size: The original photo's (width, height) if `image` was reduced; None: `image.size`.
+        caption: A face's caption after its number.
     """
     width, height = size or image.size
     scale = shown_scale(width, height)
@@ -94,7 +102,7 @@ def draw_faces(image: Image.Image, faces: list[dict], selected: int = 0, size: t
         face = faces[index]
         number = f"#{face['track']}" if "track" in face else str(index + 1)
         draw_captioned_box(draw, tuple(round(value * scale) for value in face["box"]),
-                           f"{number} {face['label']} {face['score']:.0%}", SELECTED if index == selected else OTHER,
+                           f"{number} {caption(face)}", SELECTED if index == selected else OTHER,
                            font=font, line=line, outline=line * (2 if index == selected else 1))
     return shown
 

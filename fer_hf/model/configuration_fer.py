@@ -4,6 +4,8 @@ This file is copied next to every saved model (``register_for_auto_class``), so 
 from ``fer_hf``: people without our package load it with ``trust_remote_code=True``.
 """
 
+import math
+
 from huggingface_hub.dataclasses import strict
 from transformers import PreTrainedConfig
 
@@ -48,6 +50,15 @@ class FerConfig(PreTrainedConfig):
         classifier_dropout_prob: Dropout before the linear head.
         downsample_in_first_stage: Give the very first convolution a stride of 2 (as in transformers'
             ResNetConfig): the same parameters at about a quarter of the compute, for speed.
+        temperature: The model's logits are divided by this in `forward` (temperature scaling), so that
+            the softmax of one view is a calibrated probability. Fitted on held-out faces by
+            `python -m fer_hf calibrate`; 1 (raw logits) for a model that was never calibrated.
+        flip_temperature: The temperature of the scores made the default way, a face mirror-averaged
+            where its top two classes are close (`flip_margin`), applied to the log of those scores.
+        flip_all_temperature: The same for scores made with every face mirror-averaged.
+        unsure_threshold: A face whose calibrated top probability is below this is reported as unsure;
+            chosen by `calibrate` so that the faces at or above it are right at least 85% of the time.
+            0: no face is unsure.
 
     Example:
     ```python
@@ -66,6 +77,10 @@ class FerConfig(PreTrainedConfig):
     hidden_dropout_prob: float = 0.1
     classifier_dropout_prob: float = 0.3
     downsample_in_first_stage: bool = False
+    temperature: float = 1.0
+    flip_temperature: float = 1.0
+    flip_all_temperature: float = 1.0
+    unsure_threshold: float = 0.0
 
     def __post_init__(self, **kwargs):
         self.hidden_sizes = list(self.hidden_sizes)
@@ -107,6 +122,15 @@ class FerConfig(PreTrainedConfig):
         for name in ("hidden_dropout_prob", "classifier_dropout_prob"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}.")
+
+    def validate_calibration(self):
+        """Checks the temperatures and the unsure threshold that `calibrate` stores."""
+        for name in ("temperature", "flip_temperature", "flip_all_temperature"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+                raise ValueError(f"{name} must be a positive finite number, got {value!r}.")
+        if not 0.0 <= self.unsure_threshold < 1.0:
+            raise ValueError(f"unsure_threshold must be in [0, 1), got {self.unsure_threshold!r}.")
 
 
 __all__ = ["FER2013_LABELS", "FER_CNN_VARIANTS", "FerConfig"]

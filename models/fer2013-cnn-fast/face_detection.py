@@ -355,6 +355,20 @@ def _aligned_square(image: Image.Image, box: Box, side: int) -> Image.Image:
     Only the part of the photo under the turned square is read: it is cut (edge pixels repeated past the
     border, as for the plain crop) and resampled by one affine transform.
     """
+    ox, oy = _aligned_corner(box, side)
+    angle = math.radians(box.eye_angle())
+    cos, sin = math.cos(angle), math.sin(angle)
+    corners = [(ox + cos * u - sin * v, oy + sin * u + cos * v) for u in (0, side) for v in (0, side)]
+    # The photo's pixels under the square, one more on each side for bilinear sampling.
+    x0, y0 = math.floor(min(x for x, _ in corners)) - 1, math.floor(min(y for _, y in corners)) - 1
+    x1, y1 = math.ceil(max(x for x, _ in corners)) + 1, math.ceil(max(y for _, y in corners)) + 1
+    region = _region(image, x0, y0, x1, y1)
+    coefficients = (cos, -sin, ox - x0, sin, cos, oy - y0)  # from the square's pixels to the region's
+    return region.transform((side, side), Image.Transform.AFFINE, coefficients, Image.Resampling.BILINEAR)
+
+
+def _aligned_corner(box: Box, side: int) -> tuple[float, float]:
+    """Where the aligned square's top-left corner lies in the photo (the square is turned by the eye angle)."""
     angle = math.radians(box.eye_angle())
     cos, sin = math.cos(angle), math.sin(angle)
     (rx, ry), (lx, ly) = box.landmarks[:2]
@@ -364,15 +378,19 @@ def _aligned_square(image: Image.Image, box: Box, side: int) -> Image.Image:
     left, top = cx + cos * bx + sin * by - side / 2, cy - sin * bx + cos * by - side / 2
     # A point (u, v) of the square is at (left + u, top + v) in the turned image, and at
     # (cx, cy) + R(angle) ((left + u, top + v) - (cx, cy)) in the photo.
-    ox = cx + cos * (left - cx) - sin * (top - cy)
-    oy = cy + sin * (left - cx) + cos * (top - cy)
-    corners = [(ox + cos * u - sin * v, oy + sin * u + cos * v) for u in (0, side) for v in (0, side)]
-    # The photo's pixels under the square, one more on each side for bilinear sampling.
-    x0, y0 = math.floor(min(x for x, _ in corners)) - 1, math.floor(min(y for _, y in corners)) - 1
-    x1, y1 = math.ceil(max(x for x, _ in corners)) + 1, math.ceil(max(y for _, y in corners)) + 1
-    region = _region(image, x0, y0, x1, y1)
-    coefficients = (cos, -sin, ox - x0, sin, cos, oy - y0)  # from the square's pixels to the region's
-    return region.transform((side, side), Image.Transform.AFFINE, coefficients, Image.Resampling.BILINEAR)
+    return cx + cos * (left - cx) - sin * (top - cy), cy + sin * (left - cx) + cos * (top - cy)
+
+
+def crop_square(box: Box, margin: float = DEFAULT_MARGIN, align: bool = False) -> tuple[float, float, float, float]:
+    """Where crop_face's square lies in the box's image: its top-left corner (x, y), side and turn in degrees.
+
+    A point (u, v) of the square (0 <= u, v < side) is at (x, y) + R(turn) (u, v) in the image: how a heat map
+    of the crop is put back on the photo (heatmaps.box_heatmap).
+    """
+    side = max(1, round(math.sqrt(box.width * box.height) * (1 + margin)))
+    if align and box.landmarks is not None:
+        return (*_aligned_corner(box, side), float(side), box.eye_angle())
+    return round((box.x0 + box.x1) / 2 - side / 2), round((box.y0 + box.y1) / 2 - side / 2), float(side), 0.0
 
 
 def _region(image: Image.Image, x0: int, y0: int, x1: int, y1: int) -> Image.Image:
@@ -468,4 +486,4 @@ def face_align(image_processor: Any) -> bool:
 
 
 __all__ = ["BACKENDS", "DEFAULT_ALIGN", "DEFAULT_MARGIN", "DEFAULT_READ_SIDE", "Box", "FaceDetector", "crop_face",
-           "face_align", "face_crop_margin", "find_faces"]
+           "crop_square", "face_align", "face_crop_margin", "find_faces"]

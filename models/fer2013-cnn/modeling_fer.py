@@ -129,7 +129,9 @@ class FerCNNForImageClassification(FerCNNPreTrainedModel):
         """
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         outputs = self.fer_cnn(pixel_values, output_hidden_states=output_hidden_states, return_dict=True)
-        logits = self.classifier(self.dropout(outputs.pooler_output))
+        # Temperature scaling (`config.temperature`, 1 until `calibrate` fits it): calibrated probabilities
+        # for every caller of forward, the ONNX files and pipelines included; the argmax is unchanged.
+        logits = self.classifier(self.dropout(outputs.pooler_output)) / self.config.temperature
 
         loss = None
         if labels is not None:
