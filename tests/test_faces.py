@@ -332,7 +332,7 @@ def test_recognizer_scores_every_face_in_one_pass(recognizer):
     areas = [(r["box"][2] - r["box"][0]) * (r["box"][3] - r["box"][1]) for r in results]
     assert areas == sorted(areas, reverse=True)
     for result in results:
-        assert set(result) == {"box", "label", "score", "scores", "detection_score"}
+        assert set(result) == {"box", "label", "score", "scores", "detection_score", "unsure"}
         assert len(result["box"]) == 4 and all(isinstance(v, int) for v in result["box"])
         assert list(result["scores"]) == FER_LABELS
         assert sum(result["scores"].values()) == pytest.approx(1.0, abs=1e-5)
