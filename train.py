@@ -120,7 +120,7 @@ class DataTrainingArguments:
     )
     random_erasing: float = field(
         default=0.0,
-        metadata={"help": "With --device_augment: the probability that a training face gets a random box (2-20% of "
+        metadata={"help": "With --device_augment: the probability that a training face gets a random box (2-20%% of "
                   "its area) set to the mean gray (0: off; 0.25 is usual)."},
     )
     mixup_alpha: float = field(
