@@ -351,10 +351,11 @@ def main(argv=None) -> int:
                          help="cameras and streams: stop after this many seconds (default: when the source ends or "
                               "at Ctrl-C)")
     predict.add_argument("--explain", default=None, metavar="DIR",
-                         help="photos: write one PNG per face to DIR, its heat map (Grad-CAM) over the face: warm "
+                         help="photos: write one PNG per face to DIR, its heat map (Occlusion) over the face: warm "
                               "where the label came from (needs captum)")
-    predict.add_argument("--explain_method", choices=("grad-cam", "occlusion"), default="grad-cam",
-                         help="with --explain: grad-cam (default) or the slower occlusion check")
+    predict.add_argument("--explain_method", choices=("occlusion", "grad-cam"), default="occlusion",
+                         help="with --explain: occlusion (default) or grad-cam, about 15x faster and less faithful "
+                              "(benchmarks/results/explain.md)")
     predict.add_argument("--target", default=None, metavar="LABEL",
                          help="with --explain: the heat maps show where this label came from (default: each face's own)")
     predict.set_defaults(handler=predict_command)

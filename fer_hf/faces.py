@@ -182,8 +182,8 @@ class FaceExpressionRecognizer:
             image: Anything load_image reads.
             top_faces: Classify only this many of the largest faces; None for all.
             explain: Add each face's "heatmap": which of its pixels the label came from, float32 in [0, 1],
-                the box's height x width in the photo's pixels. True or "grad-cam": Grad-CAM; "occlusion":
-                the slower occlusion check (fer_hf.model.heatmaps, on the eager model). Needs captum.
+                the box's height x width in the photo's pixels. True or "occlusion": Occlusion; "grad-cam": the
+                faster, less faithful Grad-CAM (fer_hf.model.heatmaps, on the eager model). Needs captum.
             target: With explain, the label the heat maps are for; None: each face's own label.
 
         Raises:
@@ -231,7 +231,7 @@ class FaceExpressionRecognizer:
                 face["heatmap"] = box_heatmap(crop_map, face["box"], square)
         return results
 
-    def heatmaps(self, crops: Sequence[Image.Image], targets: Sequence[int], method: str = "grad-cam") -> np.ndarray:
+    def heatmaps(self, crops: Sequence[Image.Image], targets: Sequence[int], method: str = "occlusion") -> np.ndarray:
         """Heat maps of already cropped faces for the model's classes `targets`: crops x side x side, float32 in [0, 1].
 
         Made on the eager model, batch_size crops at a time (fer_hf.model.heatmaps.face_heatmaps).

@@ -80,7 +80,7 @@ def predict_files(
     batch_size: int = 16,
     progress: Callable[[int, int], None] | None = None,
     explain: str | os.PathLike | None = None,
-    explain_method: str = "grad-cam",
+    explain_method: str = "occlusion",
     target: str | None = None,
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Labels the faces of every file with `recognizer.predict_batch`, `batch_size` photos at a time.

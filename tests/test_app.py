@@ -295,6 +295,16 @@ def test_live_frames(demo):
     assert demo.live(None)[:3] == (None, None, "")
 
 
+def test_live_frames_say_which_faces_the_model_is_unsure_of():
+    # The bundled model's threshold (its config's unsure_threshold), on the smoothed scores the caption shows:
+    # the sad child's face is unsure (angry about 50%, sad about 30%), the happy man's is not.
+    demo = make_demo(DEFAULT_MODEL)
+    for photo, expected in (("sad_child.jpg", "1 unsure"), ("happy_man.jpg", None)):
+        frame = np.asarray(Image.open(PHOTOS / photo).convert("RGB"))
+        *_, status, tracker = demo.live(frame)
+        assert status.startswith("1 face (") and (expected in status if expected else "unsure" not in status), status
+
+
 def test_live_frames_are_searched_at_the_stream_side(demo):
     """The stream's detector works on a smaller copy than the photos' (live.STREAM_DETECT_SIDE), and a
     face in a webcam-sized frame of a real photo is still found where the photos' detector finds it, and labelled."""

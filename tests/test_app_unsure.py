@@ -17,7 +17,7 @@ MODEL = ROOT / "models" / "fer2013-cnn"
 
 
 def test_face_caption_names_the_top_two_of_an_unsure_face():
-    from fer_hf.demo.photo import face_caption
+    from fer_hf.demo.common import face_caption
 
     scores = {"angry": 0.41, "sad": 0.35, "neutral": 0.24}
     assert face_caption({"label": "angry", "score": 0.41, "scores": scores, "unsure": True}) == "unsure: angry 41% / sad 35%"

@@ -78,6 +78,15 @@ def label_and_score(face: dict) -> str:
     return f"{face['label']} {face['score']:.0%}"
 
 
+def face_caption(face: dict) -> str:
+    """"happy 87%"; for a face the model is unsure of (its calibrated top score below the model's threshold), its
+    top two: "unsure: happy 41% / neutral 35%", so that nobody takes a coin toss for an answer."""
+    if not face.get("unsure"):
+        return f"{face['label']} {face['score']:.0%}"
+    (first, p1), (second, p2) = sorted(face["scores"].items(), key=lambda item: item[1], reverse=True)[:2]
+    return f"unsure: {first} {p1:.0%} / {second} {p2:.0%}"
+
+
 def draw_faces(image: Image.Image, faces: list[dict], selected: int = 0, size: tuple[int, int] | None = None,
                caption: Callable[[dict], str] = label_and_score) -> Image.Image:
     """A copy of the image for display, each face boxed and captioned "N label score%" ("#T ..." for track T).

@@ -12,7 +12,7 @@ from PIL import Image
 
 from ..faces import FaceDetector, FaceExpressionRecognizer
 from ..tracking import FaceTracker
-from .common import TabHandlers, draw_faces
+from .common import TabHandlers, draw_faces, face_caption
 
 # Seconds between the webcam frames the browser sends; it sends none while one is pending, so this caps
 # the rate at 25 frames/s and the round trip does the rest (shorter overloads 2 cores: live.md).
@@ -50,8 +50,12 @@ class LiveTab(TabHandlers):
             return None, None, "", tracker
         start = time.perf_counter()
         faces = tracker.update(self.stream(frame), time.monotonic())
-        image = self._shown(draw_faces(Image.fromarray(frame), faces))
+        for face in faces:  # on the smoothed scores the caption shows, not the frame's own
+            face["unsure"] = face["score"] < getattr(self.recognizer.model.config, "unsure_threshold", 0.0)
+        image = self._shown(draw_faces(Image.fromarray(frame), faces, caption=face_caption))
         took = f"{(time.perf_counter() - start) * 1000:.0f} ms"
         if not faces:
             return image, None, f"No face in view ({took})", tracker
-        return image, faces[0]["scores"], f"{len(faces)} face{'s' * (len(faces) > 1)} ({took})", tracker
+        unsure = sum(face["unsure"] for face in faces)
+        note = f" · {unsure} unsure: top two shown" if unsure else ""
+        return image, faces[0]["scores"], f"{len(faces)} face{'s' * (len(faces) > 1)} ({took}){note}", tracker

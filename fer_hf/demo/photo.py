@@ -1,5 +1,5 @@
 """The Photo tab: every face in an uploaded, pasted or snapped photo, boxed and labelled; click a face for its
-scores. The "Why?" switch draws each face's heat map over it (fer_hf.model.heatmaps' Grad-CAM), with a legend."""
+scores. The "Why?" switch draws each face's heat map over it (fer_hf.model.heatmaps' Occlusion), with a legend."""
 
 from __future__ import annotations
 
@@ -13,23 +13,15 @@ from PIL import Image, ImageDraw, ImageFont
 
 from ..drawing import heatmap_colours, overlay_heatmap
 from ..faces import FaceExpressionRecognizer
-from .common import MAX_FILE_SIZE, SHOWN_SIDE, Result, TabHandlers, draw_faces, read_upload, shown_scale
+from .common import (MAX_FILE_SIZE, SHOWN_SIDE, Result, TabHandlers, draw_faces, face_caption, read_upload,
+                     shown_scale)
 
 logger = logging.getLogger("fer_hf.app")
 
 # What the heat maps' colours mean: under the photo, and in the status line.
 LEGEND_COOL, LEGEND_WARM = "cool: no part in the label", "warm: where the label came from"
-WHY_NOTE = ("Heat maps (Grad-CAM): **warm** (red) marks the pixels that raised each face's label most, **cool** "
+WHY_NOTE = ("Heat maps (Occlusion): **warm** (red) marks the pixels that raised each face's label most, **cool** "
             "(blue) those that did not raise it.")
-
-
-def face_caption(face: dict) -> str:
-    """"happy 87%"; for a face the model is unsure of (its calibrated top score below the model's threshold), its
-    top two: "unsure: happy 41% / neutral 35%", so that nobody takes a coin toss for an answer."""
-    if not face.get("unsure"):
-        return f"{face['label']} {face['score']:.0%}"
-    (first, p1), (second, p2) = sorted(face["scores"].items(), key=lambda item: item[1], reverse=True)[:2]
-    return f"unsure: {first} {p1:.0%} / {second} {p2:.0%}"
 
 
 class PhotoTab(TabHandlers):

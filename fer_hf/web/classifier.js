@@ -94,6 +94,8 @@ export class Classifier {
     this.ort = ort;
     const ids = Object.keys(config.id2label).map(Number).sort((a, b) => a - b);
     this.labels = ids.map((id) => config.id2label[id]);
+    // A face whose top (calibrated) probability is below this is "unsure" (config.json, fer_hf.calibration).
+    this.unsureThreshold = config.unsure_threshold ?? 0;
     this.margin = processor.face_crop_margin ?? 0.1;  // DEFAULT_MARGIN of face_detection.py
     this.width = processor.size?.width ?? 48;
     this.height = processor.size?.height ?? 48;

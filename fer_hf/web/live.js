@@ -7,7 +7,7 @@
 // runtime: URL folder of the vendored onnxruntime-web files (ending in "/"); detector: yunet_s_dynamic.onnx;
 // config, preprocessor, model: the model's config.json, preprocessor_config.json and onnx/model_quantized.onnx
 // (model null: the model has none); serverTab: the name of the demo tab that labels frames on the server, or null.
-// The running state is window.ferLive = {frames, fps, faces: [{label, score, box, track}], error, ready, camera,
+// The running state is window.ferLive = {frames, fps, faces: [{label, score, box, track, unsure}], error, ready, camera,
 // ms (the last frame's times)};
 // window.ferLabelImage(url) labels one still image (single view, no tracking), as Python's face pipeline does.
 
@@ -114,12 +114,19 @@ async function label(detector, classifier, source, width, height, grey, side) {
   return boxes.map((box, i) => ({ box: [box.x0, box.y0, box.x1, box.y1], detection_score: box.score, scores: probabilities[i] }));
 }
 
-function withLabels(face, labels) {
+function withLabels(face, labels, unsureThreshold) {
   const best = face.scores.reduce((b, v, i) => (v > face.scores[b] ? i : b), 0);
-  return { ...face, label: labels[best], score: face.scores[best] };
+  return { ...face, label: labels[best], score: face.scores[best], unsure: face.scores[best] < unsureThreshold };
 }
 
-function draw(canvas, video, faces) {
+// "happy 87%"; for a face the model is unsure of, its top two: "unsure: happy 41% / neutral 35%" (as the Photo tab).
+function caption(face, labels) {
+  if (!face.unsure) return `${face.label} ${Math.round(face.score * 100)}%`;
+  const [first, second] = face.scores.map((p, i) => [p, labels[i]]).sort((a, b) => b[0] - a[0]);
+  return `unsure: ${first[1]} ${Math.round(first[0] * 100)}% / ${second[1]} ${Math.round(second[0] * 100)}%`;
+}
+
+function draw(canvas, video, faces, labels) {
   const context = canvas.getContext("2d");
   context.drawImage(video, 0, 0, canvas.width, canvas.height);
   const side = Math.max(canvas.width, canvas.height);
@@ -133,13 +140,13 @@ function draw(canvas, video, faces) {
     context.strokeStyle = colour;
     context.lineWidth = index === 0 ? 2 * line : line;
     context.strokeRect(x0, y0, x1 - x0, y1 - y0);
-    const caption = `#${face.track} ${face.label} ${Math.round(face.score * 100)}%`;
-    const height = parseInt(context.font, 10) + 2 * line, width = context.measureText(caption).width + 2 * line;
+    const text = `#${face.track} ${caption(face, labels)}`;
+    const height = parseInt(context.font, 10) + 2 * line, width = context.measureText(text).width + 2 * line;
     const tx = Math.min(x0, canvas.width - width), ty = y0 >= height ? y0 - height : y0;
     context.fillStyle = colour;
     context.fillRect(tx, ty, width, height);
     context.fillStyle = "black";
-    context.fillText(caption, tx + line, ty + line);
+    context.fillText(text, tx + line, ty + line);
   }
 }
 
@@ -170,7 +177,7 @@ export async function start(root, options) {
     await image.decode();
     const width = image.naturalWidth, height = image.naturalHeight;
     const grey = pixelsOf(image, width, height, scratch);
-    return (await label(detector, classifier, image, width, height, grey, PHOTO_SIDE)).map((f) => withLabels(f, labels));
+    return (await label(detector, classifier, image, width, height, grey, PHOTO_SIDE)).map((f) => withLabels(f, labels, classifier.unsureThreshold));
   };
   window.ferLive.ready = true;
 
@@ -191,16 +198,16 @@ export async function start(root, options) {
         const probabilities = await classifier.classify(grey, width, height, boxes);
         const classified = performance.now();
         const faces = tracker.update(boxes.map((box, i) => ({ box: [box.x0, box.y0, box.x1, box.y1], scores: probabilities[i] })),
-          classified / 1000);
+          classified / 1000).map((face) => ({ ...face, unsure: face.score < classifier.unsureThreshold }));
         canvas.width = width;
         canvas.height = height;
-        draw(canvas, frameCanvas, faces);
+        draw(canvas, frameCanvas, faces, labels);
         const now = performance.now();
         shown = shown.filter((t) => now - t < 1000).concat(now);
         const live = window.ferLive;
         live.frames += 1;
         live.fps = shown.length > 1 ? (1000 * (shown.length - 1)) / (now - shown[0]) : 0;
-        live.faces = faces.map(({ label, score, box, track }) => ({ label, score, box, track }));
+        live.faces = faces.map(({ label, score, box, track, unsure }) => ({ label, score, box, track, unsure }));
         // The last frame's milliseconds: grey frame + detection (YuNet and its input), classification (crops + model).
         live.ms = { detect: detected - began, classify: classified - detected, total: now - began };
         const count = faces.length ? `${faces.length} face${faces.length > 1 ? "s" : ""}` : "No face in view";

@@ -70,8 +70,8 @@ class FacialExpressionRecognitionPipeline(ChunkPipeline):
         flip_margin: See flip_tta (default FLIP_MARGIN; 1: every face).
         explain: Add each face's `"heatmap"`: which of its pixels the class came from, a float32 array in
             [0, 1] of the face box's height x width in the photo's pixels (warm, 1: what raised the class's
-            logit most). True or "grad-cam": captum's Grad-CAM; "occlusion": the slower occlusion check
-            (fer_hf.model.heatmaps). Needs captum.
+            logit most). True or "occlusion": captum's Occlusion; "grad-cam": captum's Grad-CAM, faster
+            and less faithful (fer_hf.model.heatmaps). Needs captum.
         target: With explain, the label the heat maps are for (default: each face's predicted label).
         timeout: Seconds to wait for an image URL (None: no limit).
         batch_size: Faces and mirror images per forward pass (default 64).
