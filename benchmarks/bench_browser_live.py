@@ -131,8 +131,9 @@ def main() -> None:
         "# Live labelling in the browser against the server-side live tab",
         "",
         f"Command: `python benchmarks/bench_browser_live.py{quick}`  ",
-        f"{machine()}; load average {load_before:.1f} before and {load_after:.1f} after the run"
-        + (" (the machine was loaded by other jobs: pessimistic figures)" if max(load_before, load_after) > 2 else "")
+        f"{machine()}; load average {load_before:.1f} before and {load_after:.1f} after the run (the run's own"
+        " Chromium and server count in the second)"
+        + (" (the machine was loaded by other jobs: pessimistic figures)" if load_before > 2 else "")
         + ". One `app.py` (the default model), headless Chromium on the same 2 cores; the fake camera plays a 640x480 "
         f"30 fps clip of the four fixture photos with per-frame noise. Each tab in a fresh page: {args.warmup:g} s "
         f"warm-up, then {args.seconds:g} s timed. The server tab streams with its default --stream_every 0.04; the "
