@@ -8,8 +8,8 @@ The model (also FER_HF_MODEL=...) defaults to the bundled models/fer2013-cnn, el
 models/; a Hub model's revision may be pinned (also FER_HF_REVISION=...). `--labels happy sad` shows only
 those classes, their scores renormalised: the 7-class model's happy-vs-sad view. `--feedback_repo USER/NAME`
 (also FER_HF_FEEDBACK_REPO=...) lets people send corrections of a face's expression to that private dataset
-(fer_hf/demo/feedback.py says what is kept); without it there is no such control. It is loaded once; faces are
-found with fer_hf.faces and each is boxed and captioned. This file is the layout, one event line per control;
+(fer_hf/demo/feedback.py says what is kept); without it there is no such control. The model is loaded once;
+faces are found with fer_hf.faces and each is boxed and captioned. This file is the layout, one event line per control;
 each tab's handlers live in fer_hf/demo/. As a Space (`python -m fer_hf push-space`), the
 Space's variables FER_HF_MODEL and FER_HF_REVISION name the model, and Gradio's GRADIO_SERVER_NAME and
 GRADIO_SERVER_PORT, which Spaces set, the address.
