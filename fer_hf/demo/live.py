@@ -11,6 +11,7 @@ import numpy as np
 from PIL import Image
 
 from ..faces import FaceDetector, FaceExpressionRecognizer
+from ..model.pipeline_fer import is_unsure
 from ..tracking import FaceTracker
 from .common import TabHandlers, draw_faces, face_caption
 
@@ -51,7 +52,7 @@ class LiveTab(TabHandlers):
         start = time.perf_counter()
         faces = tracker.update(self.stream(frame), time.monotonic())
         for face in faces:  # on the smoothed scores the caption shows, not the frame's own
-            face["unsure"] = face["score"] < getattr(self.recognizer.model.config, "unsure_threshold", 0.0)
+            face["unsure"] = is_unsure(face["score"], self.recognizer.model.config)
         image = self._shown(draw_faces(Image.fromarray(frame), faces, caption=face_caption))
         took = f"{(time.perf_counter() - start) * 1000:.0f} ms"
         if not faces:
