@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from sklearn.metrics import brier_score_loss, log_loss
 
-from .evaluation import pixel_batches
+from .evaluation import model_logits, pixel_batches
 from .model.pipeline_fer import FLIP_MARGIN, score_temperature, temper
 
 # Way of making scores -> (FerConfig field of its temperature, name in reports).
@@ -98,8 +98,8 @@ def view_logits(model: Any, image_processor: Any, dataset: Any, *, batch_size: i
     temperature = getattr(model.config, "temperature", 1.0)
     own, mirror = [], []
     for pixel_values in pixel_batches(model, image_processor, dataset, batch_size=batch_size):
-        own.append(model(pixel_values=pixel_values).logits.float().cpu().numpy() * temperature)
-        mirror.append(model(pixel_values=pixel_values.flip(-1)).logits.float().cpu().numpy() * temperature)
+        own.append(model_logits(model, pixel_values).float().cpu().numpy() * temperature)
+        mirror.append(model_logits(model, pixel_values.flip(-1)).float().cpu().numpy() * temperature)
     labels = np.array([to_model[label] for label in dataset["label"]], dtype=np.int64)
     return ViewLogits(np.concatenate(own).astype(np.float64), np.concatenate(mirror).astype(np.float64), labels)
 

@@ -58,6 +58,19 @@ def pixel_batches(model, image_processor, dataset, *, batch_size: int = 256):
         yield image_processor(images, return_tensors="pt")["pixel_values"].to(model.device, model.dtype)
 
 
+# On a CPU the model sees at most this many rows per forward pass: the default CNN's activations for 256 faces
+# spill out of the caches, and 64 at a time ran about twice as fast with the same logits, bit for bit
+# (benchmarks/results/forward_rows.md). A GPU takes each batch whole.
+CPU_FORWARD_ROWS = 64
+
+
+def model_logits(model, pixel_values: torch.Tensor) -> torch.Tensor:
+    """`model(pixel_values=...).logits`, in passes of CPU_FORWARD_ROWS rows on a CPU."""
+    if pixel_values.device.type != "cpu" or len(pixel_values) <= CPU_FORWARD_ROWS:
+        return model(pixel_values=pixel_values).logits
+    return torch.cat([model(pixel_values=rows).logits for rows in pixel_values.split(CPU_FORWARD_ROWS)])
+
+
 # Ten-crop views are cut from the face enlarged by 1 / TEN_CROP_SCALE: each shows about 90% of its side,
 # as the training crops (0.8 to 1.0 of the side, resized back) show it.
 TEN_CROP_SCALE = 0.9
@@ -90,12 +103,12 @@ def predict_logits(model, image_processor, dataset, *, batch_size: int = 256, fl
     for pixel_values in pixel_batches(model, image_processor, dataset, batch_size=batch_size):
         if ten_crop:
             views = ten_crops(pixel_values)
-            probabilities = sum(model(pixel_values=view).logits.float().softmax(-1) for view in views) / len(views)
+            probabilities = sum(model_logits(model, view).float().softmax(-1) for view in views) / len(views)
             outputs.append(probabilities.log().cpu().numpy())
             continue
-        logits = model(pixel_values=pixel_values).logits
+        logits = model_logits(model, pixel_values)
         if flip_tta:
-            logits = (logits + model(pixel_values=pixel_values.flip(-1)).logits) / 2
+            logits = (logits + model_logits(model, pixel_values.flip(-1))) / 2
         outputs.append(logits.float().cpu().numpy())
     return np.concatenate(outputs) if outputs else np.zeros((0, model.config.num_labels), dtype=np.float32)
 

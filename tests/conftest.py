@@ -144,6 +144,7 @@ def publictest_fp32():
     import torch
     from datasets import load_dataset
 
+    from fer_hf.evaluation import model_logits
     from fer_hf.hub import load_classifier
 
     rows = load_dataset("parquet", data_files=str(FER_DIR / "publictest.parquet"), split="train")
@@ -154,7 +155,7 @@ def publictest_fp32():
         pixel_values = torch.cat([processor(list(rows[i : i + 512]["image"]), return_tensors="pt")["pixel_values"]
                                   for i in range(0, len(rows), 512)])
         with torch.inference_mode():
-            logits = torch.cat([model(pixel_values=batch).logits for batch in pixel_values.split(256)])
+            logits = model_logits(model, pixel_values)
         return rows, pixel_values, logits.numpy()
 
     return scored

@@ -7,7 +7,21 @@ import { roundHalfEven } from "./detector.js";
 // has the very pixels Pillow's BILINEAR resize gives in Python.
 const PRECISION_BITS = 32 - 8 - 2;
 
+// A face's square keeps its size for many frames: its coefficients are worked out once per size.
+const coefficientCache = new Map();
+
 function bilinearCoefficients(inSize, outSize) {
+  const key = `${inSize}x${outSize}`;
+  let found = coefficientCache.get(key);
+  if (!found) {
+    if (coefficientCache.size > 512) coefficientCache.clear();
+    found = computeCoefficients(inSize, outSize);
+    coefficientCache.set(key, found);
+  }
+  return found;
+}
+
+function computeCoefficients(inSize, outSize) {
   const scale = inSize / outSize;
   const filterScale = Math.max(scale, 1);
   const support = filterScale;  // the bilinear filter's support is 1

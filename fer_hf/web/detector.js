@@ -49,14 +49,21 @@ export class FaceDetector {
     const scale = maxSide / Math.max(width, height);
     const w = Math.max(1, roundHalfEven(width * scale)), h = Math.max(1, roundHalfEven(height * scale));
     const paddedW = Math.ceil(w / 32) * 32, paddedH = Math.ceil(h / 32) * 32;
-    this.canvas.width = w;
-    this.canvas.height = h;
+    // A canvas assigned its own size again is cleared and reallocated: only on a change of size.
+    if (this.canvas.width !== w || this.canvas.height !== h) {
+      this.canvas.width = w;
+      this.canvas.height = h;
+    }
     this.context.imageSmoothingQuality = "high";
     this.context.drawImage(source, 0, 0, w, h);
     const rgba = this.context.getImageData(0, 0, w, h).data;
-    // N x 3 x H x W, BGR, 0-255, zeros in the padding.
+    // N x 3 x H x W, BGR, 0-255, zeros in the padding (kept from frame to frame while the size stays).
     const plane = paddedW * paddedH;
-    const input = new Float32Array(3 * plane);
+    if (this.input?.length !== 3 * plane || this.inputWidth !== paddedW) {
+      this.input = new Float32Array(3 * plane);
+      this.inputWidth = paddedW;
+    }
+    const input = this.input;
     for (let y = 0; y < h; y++) {
       for (let x = 0; x < w; x++) {
         const i = (y * w + x) * 4, o = y * paddedW + x;

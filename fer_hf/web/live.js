@@ -100,9 +100,14 @@ async function loadModels(options) {
   return { detector, classifier };
 }
 
+/** Sets a canvas's size only when it changes: each assignment clears it and allocates a new backing store. */
+function fitCanvas(canvas, width, height) {
+  if (canvas.width !== width) canvas.width = width;
+  if (canvas.height !== height) canvas.height = height;
+}
+
 function pixelsOf(source, width, height, canvas) {
-  canvas.width = width;
-  canvas.height = height;
+  fitCanvas(canvas, width, height);
   const context = canvas.getContext("2d", { willReadFrequently: true });
   context.drawImage(source, 0, 0, width, height);
   return toGrey(context.getImageData(0, 0, width, height).data, width, height);
@@ -185,44 +190,59 @@ export async function start(root, options) {
   let stream = null, tracker = new FaceTracker(labels), busy = false, shown = [];
   const frameCanvas = document.createElement("canvas");
 
-  async function onFrame() {
+  // The callback is asked for again on every new video frame, so a frame that arrives while the last one is
+  // still being labelled is labelled as soon as that ends; asking only after each frame would wait for the
+  // next one and, when labelling takes most of a frame's time, halve the rate.
+  let waiting = false;
+  function onVideoFrame() {
     if (!stream) return;
-    if (!busy && video.videoWidth) {
-      busy = true;
-      try {
-        const width = video.videoWidth, height = video.videoHeight;
-        const began = performance.now();
-        const grey = pixelsOf(video, width, height, frameCanvas);
-        const boxes = await detector.detect(frameCanvas, width, height, STREAM_SIDE);
-        const detected = performance.now();
-        const probabilities = await classifier.classify(grey, width, height, boxes);
-        const classified = performance.now();
-        const faces = tracker.update(boxes.map((box, i) => ({ box: [box.x0, box.y0, box.x1, box.y1], scores: probabilities[i] })),
-          classified / 1000).map((face) => ({ ...face, unsure: face.score < classifier.unsureThreshold }));
-        canvas.width = width;
-        canvas.height = height;
-        draw(canvas, frameCanvas, faces, labels);
-        const now = performance.now();
-        shown = shown.filter((t) => now - t < 1000).concat(now);
-        const live = window.ferLive;
-        live.frames += 1;
-        live.fps = shown.length > 1 ? (1000 * (shown.length - 1)) / (now - shown[0]) : 0;
-        live.faces = faces.map(({ label, score, box, track, unsure }) => ({ label, score, box, track, unsure }));
-        // The last frame's milliseconds: grey frame + detection (YuNet and its input), classification (crops + model).
-        live.ms = { detect: detected - began, classify: classified - detected, total: now - began };
-        const count = faces.length ? `${faces.length} face${faces.length > 1 ? "s" : ""}` : "No face in view";
-        status.textContent = `${count} · ${live.fps.toFixed(1)} frames/s, labelled in this browser (nothing is sent)`;
-      } catch (error) {
-        showError(parts, `Labelling stopped: ${error.message || error}`, options.serverTab);
-        stopCamera();
-        return;
-      } finally {
-        busy = false;
-      }
-    }
     next();
+    waiting = true;
+    if (!busy) labelFrames();
   }
-  const next = () => (video.requestVideoFrameCallback ? video.requestVideoFrameCallback(onFrame) : requestAnimationFrame(onFrame));
+
+  async function labelFrames() {
+    busy = true;
+    try {
+      while (waiting && stream && video.videoWidth) {
+        waiting = false;
+        await labelFrame();
+      }
+    } catch (error) {
+      showError(parts, `Labelling stopped: ${error.message || error}`, options.serverTab);
+      stopCamera();
+    } finally {
+      busy = false;
+    }
+  }
+
+  async function labelFrame() {
+    const width = video.videoWidth, height = video.videoHeight;
+    const began = performance.now();
+    const grey = pixelsOf(video, width, height, frameCanvas);
+    const boxes = await detector.detect(frameCanvas, width, height, STREAM_SIDE);
+    const detected = performance.now();
+    const probabilities = await classifier.classify(grey, width, height, boxes);
+    const classified = performance.now();
+    const faces = tracker.update(boxes.map((box, i) => ({ box: [box.x0, box.y0, box.x1, box.y1], scores: probabilities[i] })),
+      classified / 1000).map((face) => ({ ...face, unsure: face.score < classifier.unsureThreshold }));
+    fitCanvas(canvas, width, height);
+    draw(canvas, frameCanvas, faces, labels);
+    const now = performance.now();
+    shown = shown.filter((t) => now - t < 1000).concat(now);
+    const live = window.ferLive;
+    live.frames += 1;
+    live.fps = shown.length > 1 ? (1000 * (shown.length - 1)) / (now - shown[0]) : 0;
+    live.faces = faces.map(({ label, score, box, track, unsure }) => ({ label, score, box, track, unsure }));
+    // The last frame's milliseconds: grey frame + detection (YuNet and its input), classification (crops + model).
+    live.ms = { detect: detected - began, classify: classified - detected, total: now - began };
+    const count = faces.length ? `${faces.length} face${faces.length > 1 ? "s" : ""}` : "No face in view";
+    status.textContent = `${count} · ${live.fps.toFixed(1)} frames/s, labelled in this browser (nothing is sent)`;
+  }
+  let callback = 0;
+  const next = () => {
+    callback = video.requestVideoFrameCallback ? video.requestVideoFrameCallback(onVideoFrame) : requestAnimationFrame(onVideoFrame);
+  };
 
   async function startCamera() {
     if (stream) return;
@@ -251,6 +271,9 @@ export async function start(root, options) {
   }
 
   function stopCamera() {
+    // One chain of frame callbacks at a time, however often the tab is left and opened again.
+    if (video.cancelVideoFrameCallback) video.cancelVideoFrameCallback(callback);
+    else cancelAnimationFrame(callback);
     stream?.getTracks().forEach((track) => track.stop());
     stream = null;
     window.ferLive.camera = false;
