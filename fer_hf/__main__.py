@@ -60,15 +60,20 @@ def evaluate_command(args: argparse.Namespace) -> int:
         print(f"Reports and confusion matrix written to {args.output_dir}")
     calibration = _print_calibration(model, processor, dataset[args.split], args)
     if calibration is not None:
-        result["calibration"] = calibration
+        result["calibration"], result["unsure"] = calibration
     if args.json:
         print(json.dumps({k: v for k, v in result.items() if k != "report"}))
     return 0
 
 
-def _print_calibration(model, processor, rows, args: argparse.Namespace) -> dict | None:
-    """Prints ECE, NLL and Brier of each way scores are made, calibrated as the model is and uncalibrated, and draws
-    the reliability diagram; None (and says why) where the split's classes are not the model's."""
+def _print_calibration(model, processor, rows, args: argparse.Namespace) -> tuple[dict, dict] | None:
+    """Prints ECE, NLL and Brier of each way scores are made, calibrated as the model is and uncalibrated, and how
+    many faces are "unsure" and how right the others are, and draws the reliability diagram.
+
+    Returns:
+        The figures of each mode and `{threshold, unsure, sure_accuracy}` (the default scores); None (and says
+        why) where the split's classes are not the model's.
+    """
     from pathlib import Path
 
     from fer_hf.calibration import MODES, ECE_BINS, calibrated_probabilities, calibration_metrics, check_labels
@@ -95,13 +100,18 @@ def _print_calibration(model, processor, rows, args: argparse.Namespace) -> dict
             curves[f"{name.split(' (')[0]}, uncalibrated"] = logits.probabilities(mode)
             curves[f"{name.split(' (')[0]}, calibrated"] = calibrated
     threshold = getattr(model.config, "unsure_threshold", 0.0)
-    print(f"unsure below {threshold}: {(calibrated_probabilities(logits, 'flip', model.config).max(-1) < threshold).mean():.1%} "
-          "of the faces, with the default scores")
+    default = calibrated_probabilities(logits, "flip", model.config)
+    sure = default.max(-1) >= threshold
+    unsure = {"threshold": threshold, "unsure": float(1 - sure.mean()),
+              "sure_accuracy": float((default.argmax(-1) == logits.labels)[sure].mean()) if sure.any() else None}
+    right = f"{unsure['sure_accuracy']:.1%} right" if sure.any() else "none"
+    print(f"unsure below {threshold}: {unsure['unsure']:.1%} of the faces, with the default scores; "
+          f"the others: {right}")
     path = args.reliability or (Path(args.output_dir) / f"{args.split}_reliability.png" if args.output_dir else None)
     if path:
         reliability_diagram(curves, logits.labels, path, title=f"{args.model} on {args.split}")
         print(f"Reliability diagram written to {path}")
-    return figures
+    return figures, unsure
 
 
 def calibrate_command(args: argparse.Namespace) -> int:
