@@ -98,7 +98,10 @@ def face_heatmaps(model: nn.Module, pixel_values: torch.Tensor, targets: Sequenc
     Each map is scaled so that its largest value is 1; a map with nothing positive is all 0.
     """
     method = explain_method(method)
-    from captum.attr import LayerAttribution, LayerGradCam, Occlusion
+    try:  # inside try: transformers' check_imports then leaves captum optional for the folder's remote code
+        from captum.attr import LayerAttribution, LayerGradCam, Occlusion
+    except ImportError as error:
+        raise ImportError("Heat maps need captum: pip install captum") from error
 
     if len(pixel_values) == 0:
         return np.zeros((0, *pixel_values.shape[-2:]), dtype=np.float32)

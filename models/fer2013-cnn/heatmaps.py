@@ -24,6 +24,7 @@ only where it is installed, and asking for a heat map without it says how to ins
 from __future__ import annotations
 
 import copy
+import importlib.util
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -32,10 +33,9 @@ import numpy as np
 import torch
 from torch import nn
 
-try:
-    from captum.attr import LayerAttribution, LayerGradCam, Occlusion
-except ImportError:  # only heat maps need it
-    LayerGradCam = None
+# captum (and the matplotlib it imports) is loaded only when a map is made: over a second of every
+# process's start-up otherwise, for a feature most runs never ask for.
+HAS_CAPTUM = importlib.util.find_spec("captum") is not None
 
 METHODS = ("occlusion", "grad-cam")
 # What explain=True makes: the map that passed the deletion check (benchmarks/results/explain.md).
@@ -65,7 +65,7 @@ def explain_method(explain: bool | str) -> str | None:
     method = DEFAULT_METHOD if explain is True else explain
     if method not in METHODS:
         raise ValueError(f"explain must be True, False or one of {list(METHODS)}, got {explain!r}.")
-    if LayerGradCam is None:
+    if not HAS_CAPTUM:
         raise ImportError("Heat maps need captum: pip install captum")
     return method
 
@@ -98,6 +98,11 @@ def face_heatmaps(model: nn.Module, pixel_values: torch.Tensor, targets: Sequenc
     Each map is scaled so that its largest value is 1; a map with nothing positive is all 0.
     """
     method = explain_method(method)
+    try:  # inside try: transformers' check_imports then leaves captum optional for the folder's remote code
+        from captum.attr import LayerAttribution, LayerGradCam, Occlusion
+    except ImportError as error:
+        raise ImportError("Heat maps need captum: pip install captum") from error
+
     if len(pixel_values) == 0:
         return np.zeros((0, *pixel_values.shape[-2:]), dtype=np.float32)
     shell = model_shell(model)
