@@ -131,9 +131,10 @@ def test_browser_matches_python_on_the_fixture_photos(browser, server):
 
 
 # The page's crop of a box in a lossless image: classifier.js's toGrey and cropFace (square, margin, edge
-# pixels repeated, Pillow's bilinear resize), run on the canvas's pixels of a PNG.
+# pixels repeated, Pillow's bilinear resize), run on the canvas's pixels of a PNG made grey whole (as for a
+# photo), and read back region by region (canvasRegions, as for a webcam frame).
 CROP_IN_PAGE = """async ([module, png, box, margin]) => {
-  const { toGrey, cropFace } = await import(module);
+  const { toGrey, cropFace, cropFaceFrom, canvasRegions } = await import(module);
   const image = new Image();
   image.src = png;
   await image.decode();
@@ -144,7 +145,8 @@ CROP_IN_PAGE = """async ([module, png, box, margin]) => {
   context.drawImage(image, 0, 0);
   const grey = toGrey(context.getImageData(0, 0, canvas.width, canvas.height).data, canvas.width, canvas.height);
   const [x0, y0, x1, y1] = box;
-  return Array.from(cropFace(grey, canvas.width, canvas.height, {x0, y0, x1, y1}, margin, 48, 48));
+  return [Array.from(cropFace(grey, canvas.width, canvas.height, {x0, y0, x1, y1}, margin, 48, 48)),
+          Array.from(cropFaceFrom(canvasRegions(context), canvas.width, canvas.height, {x0, y0, x1, y1}, margin, 48, 48))];
 }"""
 
 
@@ -163,11 +165,13 @@ def test_browser_crop_has_the_pixels_of_python(browser, server):
     boxes = [face.as_tuple() for face in FaceDetector()(photo)] + [(-10, -5, 40, 50), (60, 10, 260, 185)]
     for box in boxes:
         for m in (margin, 0.1):
-            in_browser = np.array(page.evaluate(CROP_IN_PAGE, [module, url, list(box), m]), dtype=np.uint8)
+            whole, regions = (np.array(crop, dtype=np.uint8).reshape(48, 48)
+                              for crop in page.evaluate(CROP_IN_PAGE, [module, url, list(box), m]))
             crop = crop_face(photo, box, margin=m)
             # FerImageProcessor's own resize of the crop (fer_pixel_values): Pillow's BILINEAR to 48x48.
             expected = np.asarray(crop.resize((48, 48), Image.Resampling.BILINEAR))
-            assert np.array_equal(in_browser.reshape(48, 48), expected), (box, m)
+            assert np.array_equal(whole, expected), (box, m)
+            assert np.array_equal(regions, expected), (box, m)
     page.context.close()
 
 

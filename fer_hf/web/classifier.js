@@ -81,19 +81,43 @@ export function toGrey(rgba, width, height) {
   return grey;
 }
 
+/** A region reader of a whole grey frame: (x, y, w, h) -> the w x h grey pixels there. */
+export function greyRegions(grey, width) {
+  return (x, y, w, h) => {
+    const out = new Uint8Array(w * h);
+    for (let row = 0; row < h; row++) out.set(grey.subarray((y + row) * width + x, (y + row) * width + x + w), row * w);
+    return out;
+  };
+}
+
+/** A region reader of a canvas: only the pixels a face's square needs are read back and made grey, not the frame. */
+export function canvasRegions(context) {
+  return (x, y, w, h) => toGrey(context.getImageData(x, y, w, h).data, w, h);
+}
+
 /**
  * crop_face's square: centred on the box, side sqrt(w * h) * (1 + margin), edge pixels repeated past the
- * border; then resized to outW x outH as FerImageProcessor does.
+ * border; then resized to outW x outH as FerImageProcessor does. `read` gives a region's grey pixels
+ * (greyRegions, canvasRegions) of a width x height frame.
  */
-export function cropFace(grey, width, height, box, margin, outW, outH) {
+export function cropFaceFrom(read, width, height, box, margin, outW, outH) {
   const side = Math.max(1, roundHalfEven(Math.sqrt((box.x1 - box.x0) * (box.y1 - box.y0)) * (1 + margin)));
   const left = roundHalfEven((box.x0 + box.x1) / 2 - side / 2), top = roundHalfEven((box.y0 + box.y1) / 2 - side / 2);
+  const clampX = (x) => Math.min(Math.max(x, 0), width - 1), clampY = (y) => Math.min(Math.max(y, 0), height - 1);
+  // The frame's pixels the square takes, past-the-border ones included as the edge's.
+  const rx = clampX(left), ry = clampY(top), rw = clampX(left + side - 1) - rx + 1, rh = clampY(top + side - 1) - ry + 1;
+  const region = read(rx, ry, rw, rh);
   const square = new Uint8Array(side * side);
   for (let y = 0; y < side; y++) {
-    const row = Math.min(Math.max(top + y, 0), height - 1) * width;
-    for (let x = 0; x < side; x++) square[y * side + x] = grey[row + Math.min(Math.max(left + x, 0), width - 1)];
+    const row = (clampY(top + y) - ry) * rw;
+    for (let x = 0; x < side; x++) square[y * side + x] = region[row + clampX(left + x) - rx];
   }
   return resizeGrey(square, side, side, outW, outH);
+}
+
+/** cropFaceFrom of a whole grey frame (width x height pixels). */
+export function cropFace(grey, width, height, box, margin, outW, outH) {
+  return cropFaceFrom(greyRegions(grey, width), width, height, box, margin, outW, outH);
 }
 
 export class Classifier {
@@ -124,14 +148,15 @@ export class Classifier {
     return new Classifier(session, ort, config, processor);
   }
 
-  /** Class probabilities of each box's face in a grey frame: one array per box, in `labels` order. */
-  async classify(grey, width, height, boxes) {
+  /** Class probabilities of each box's face in a width x height frame whose grey regions `read` gives
+   * (greyRegions, canvasRegions): one array per box, in `labels` order. */
+  async classify(read, width, height, boxes) {
     if (!boxes.length) return [];
     const size = this.width * this.height;
     const input = new Float32Array(boxes.length * size);
     const rescale = Math.fround(this.rescale);
     boxes.forEach((box, b) => {
-      const face = cropFace(grey, width, height, box, this.margin, this.width, this.height);
+      const face = cropFaceFrom(read, width, height, box, this.margin, this.width, this.height);
       for (let i = 0; i < size; i++) input[b * size + i] = (Math.fround(face[i] * rescale) - this.mean) / this.std;
     });
     const tensor = new this.ort.Tensor("float32", input, [boxes.length, 1, this.height, this.width]);

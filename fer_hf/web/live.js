@@ -12,7 +12,7 @@
 // window.ferLabelImage(url) labels one still image (single view, no tracking), as Python's face pipeline does.
 
 import { FaceDetector } from "./detector.js";
-import { Classifier, toGrey } from "./classifier.js";
+import { Classifier, canvasRegions, greyRegions, toGrey } from "./classifier.js";
 import { FaceTracker } from "./tracker.js";
 
 // The webcam stream's detector side, as the server-side live tab's (app.py STREAM_DETECT_SIDE); stills are
@@ -115,7 +115,7 @@ function pixelsOf(source, width, height, canvas) {
 
 async function label(detector, classifier, source, width, height, grey, side) {
   const boxes = await detector.detect(source, width, height, side);
-  const probabilities = await classifier.classify(grey, width, height, boxes);
+  const probabilities = await classifier.classify(greyRegions(grey, width), width, height, boxes);
   return boxes.map((box, i) => ({ box: [box.x0, box.y0, box.x1, box.y1], detection_score: box.score, scores: probabilities[i] }));
 }
 
@@ -189,6 +189,7 @@ export async function start(root, options) {
   const { video, canvas, status } = parts;
   let stream = null, tracker = new FaceTracker(labels), busy = false, shown = [];
   const frameCanvas = document.createElement("canvas");
+  const frameContext = frameCanvas.getContext("2d", { willReadFrequently: true });
 
   // The callback is asked for again on every new video frame, so a frame that arrives while the last one is
   // still being labelled is labelled as soon as that ends; asking only after each frame would wait for the
@@ -219,10 +220,13 @@ export async function start(root, options) {
   async function labelFrame() {
     const width = video.videoWidth, height = video.videoHeight;
     const began = performance.now();
-    const grey = pixelsOf(video, width, height, frameCanvas);
+    fitCanvas(frameCanvas, width, height);
+    frameContext.drawImage(video, 0, 0, width, height);
+    const grabbed = performance.now();
     const boxes = await detector.detect(frameCanvas, width, height, STREAM_SIDE);
     const detected = performance.now();
-    const probabilities = await classifier.classify(grey, width, height, boxes);
+    // Only the faces' squares are read back and made grey, not the whole frame.
+    const probabilities = await classifier.classify(canvasRegions(frameContext), width, height, boxes);
     const classified = performance.now();
     const faces = tracker.update(boxes.map((box, i) => ({ box: [box.x0, box.y0, box.x1, box.y1], scores: probabilities[i] })),
       classified / 1000).map((face) => ({ ...face, unsure: face.score < classifier.unsureThreshold }));
@@ -234,8 +238,9 @@ export async function start(root, options) {
     live.frames += 1;
     live.fps = shown.length > 1 ? (1000 * (shown.length - 1)) / (now - shown[0]) : 0;
     live.faces = faces.map(({ label, score, box, track, unsure }) => ({ label, score, box, track, unsure }));
-    // The last frame's milliseconds: grey frame + detection (YuNet and its input), classification (crops + model).
-    live.ms = { detect: detected - began, classify: classified - detected, total: now - began };
+    // The last frame's milliseconds: the frame taken, detection (YuNet and its input), classification (crops and
+    // model), and in all (drawing included).
+    live.ms = { grab: grabbed - began, detect: detected - grabbed, classify: classified - detected, total: now - began };
     const count = faces.length ? `${faces.length} face${faces.length > 1 ? "s" : ""}` : "No face in view";
     status.textContent = `${count} · ${live.fps.toFixed(1)} frames/s, labelled in this browser (nothing is sent)`;
   }
