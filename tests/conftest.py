@@ -16,6 +16,12 @@ import sys
 import tempfile
 from pathlib import Path
 
+# Two test workers (pyproject's `-n 2`) share the machine's cores: with one thread each, and in the processes
+# they start, two compute-bound runs at once went about 1.9x faster than with two threads each fighting for the
+# same cores (benchmarks/results/worker_threads.md). Set before numpy and torch are imported, which read it once.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ["OMP_NUM_THREADS"] = "1"
+
 import numpy as np
 import pytest
 

@@ -585,9 +585,15 @@ def test_libfacedetection_runs_on_one_openmp_thread_and_restores_the_setting():
     runtimes = libfacedetection._openmp_runtimes()
     if not runtimes:
         pytest.skip("no OpenMP runtime found to set")
-    before = [get_threads() for get_threads, _ in runtimes]
-    with libfacedetection.one_openmp_thread():
-        assert [get_threads() for get_threads, _ in runtimes] == [1] * len(runtimes)
-    assert [get_threads() for get_threads, _ in runtimes] == before
+    original = [get_threads() for get_threads, _ in runtimes]
+    for _, set_threads in runtimes:
+        set_threads(3)  # not 1 (the test workers run on one thread): a setting to see restored
+    try:
+        with libfacedetection.one_openmp_thread():
+            assert [get_threads() for get_threads, _ in runtimes] == [1] * len(runtimes)
+        assert [get_threads() for get_threads, _ in runtimes] == [3] * len(runtimes)
+    finally:
+        for (_, set_threads), threads in zip(runtimes, original):
+            set_threads(threads)
     image = np.ascontiguousarray(load_image(PHOTOS / THREE_FACES))
     assert libfacedetection.detect(image) == libfacedetection.detect(image, openmp_threads=None)
