@@ -33,6 +33,7 @@ def _load_model(args: argparse.Namespace):
 def evaluate_command(args: argparse.Namespace) -> int:
     from datasets import DatasetDict
 
+    from fer_hf.calibration import check_labels, view_logits
     from fer_hf.data import crop_faces, load_fer_dataset, select_labels
     from fer_hf.evaluation import evaluate_on_dataset
     from fer_hf.faces import face_align, face_crop_margin
@@ -51,40 +52,44 @@ def evaluate_command(args: argparse.Namespace) -> int:
         align = face_align(processor) if args.align_faces is None else args.align_faces
         dataset = crop_faces(DatasetDict({args.split: dataset[args.split]}), margin=face_crop_margin(processor),
                              align=align)
-    result = evaluate_on_dataset(model, processor, dataset[args.split], output_dir=args.output_dir, split=args.split,
-                                 batch_size=args.batch_size, flip_tta=args.flip_tta)
+    rows = dataset[args.split]
+    # Where the split has the model's classes, the calibration figures need each face's and its mirror's logits:
+    # one pass over the split gives them and the accuracy's logits too.
+    try:
+        check_labels(model, rows, args.split)
+        views, no_calibration = view_logits(model, processor, rows, batch_size=args.batch_size), None
+    except ValueError as error:
+        views, no_calibration = None, error
+    logits = None if views is None else (views.own + views.mirror) / 2 if args.flip_tta else views.own
+    result = evaluate_on_dataset(model, processor, rows, output_dir=args.output_dir, split=args.split,
+                                 batch_size=args.batch_size, flip_tta=args.flip_tta, logits=logits)
     print(f"{args.model} on {args.dataset_name} [{args.split}], {result['samples']} samples, labels {result['labels']}")
     print(f"accuracy {result['accuracy']:.4f}  macro-F1 {result['macro_f1']:.4f}")
     print(result["report"])
     if args.output_dir:
         print(f"Reports and confusion matrix written to {args.output_dir}")
-    calibration = _print_calibration(model, processor, dataset[args.split], args)
-    if calibration is not None:
-        result["calibration"], result["unsure"] = calibration
+    if views is None:
+        print(f"No calibration figures: {no_calibration}")
+    else:
+        result["calibration"], result["unsure"] = _print_calibration(model, views, args)
     if args.json:
         print(json.dumps({k: v for k, v in result.items() if k != "report"}))
     return 0
 
 
-def _print_calibration(model, processor, rows, args: argparse.Namespace) -> tuple[dict, dict] | None:
+def _print_calibration(model, logits, args: argparse.Namespace) -> tuple[dict, dict]:
     """Prints ECE, NLL and Brier of each way scores are made, calibrated as the model is and uncalibrated, and how
     many faces are "unsure" and how right the others are, and draws the reliability diagram.
 
+    Args:
+        logits: the split's `fer_hf.calibration.ViewLogits`.
+
     Returns:
-        The figures of each mode and `{threshold, unsure, sure_accuracy}` (the default scores); None (and says
-        why) where the split's classes are not the model's.
+        The figures of each mode and `{threshold, unsure, sure_accuracy}` (the default scores).
     """
     from pathlib import Path
 
-    from fer_hf.calibration import MODES, ECE_BINS, calibrated_probabilities, calibration_metrics, check_labels
-    from fer_hf.calibration import reliability_diagram, view_logits
-
-    try:
-        check_labels(model, rows, args.split)
-    except ValueError as error:
-        print(f"No calibration figures: {error}")
-        return None
-    logits = view_logits(model, processor, rows, batch_size=args.batch_size)
+    from fer_hf.calibration import MODES, ECE_BINS, calibrated_probabilities, calibration_metrics, reliability_diagram
     print(f"Calibration (ECE: top score, {ECE_BINS} equal-width bins; NLL: negative log-likelihood; Brier: "
           f"multiclass, 0..2), as the model scores faces | uncalibrated (temperature 1):")
     print(f"{'scores':<58} {'T':>6} {'ECE':>7} {'NLL':>7} {'Brier':>7} | {'ECE':>7} {'NLL':>7} {'Brier':>7}")

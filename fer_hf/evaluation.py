@@ -145,12 +145,15 @@ def recompute_batch_norm_statistics(model, image_processor, dataset, *, batch_si
 
 
 def class_probabilities(model, image_processor, dataset, names: list[str], *, batch_size: int = 256,
-                        flip_tta: bool = False) -> np.ndarray:
+                        flip_tta: bool = False, logits: np.ndarray | None = None) -> np.ndarray:
     """Probabilities over the classes `names` (matched to the model's labels by name) of every row of `dataset`.
 
     The model's probabilities of those classes renormalised (fer_hf.faces.restrict_probabilities, as the
     recognizer's `labels` restricts them), so a 7-class model gives a happy/sad dataset its happy-vs-sad
     scores: a softmax over those classes' logits.
+
+    `logits`: the model's logits of the rows, where already computed (the model's class order); the model is
+    not run again.
 
     Raises:
         ValueError: the model has no label of that name (fer_hf.faces.label_indices).
@@ -159,7 +162,9 @@ def class_probabilities(model, image_processor, dataset, names: list[str], *, ba
 
     model_names = [model.config.id2label[i] for i in range(model.config.num_labels)]
     columns = label_indices(model_names, names, model.config.name_or_path)
-    logits = torch.from_numpy(predict_logits(model, image_processor, dataset, batch_size=batch_size, flip_tta=flip_tta))
+    if logits is None:
+        logits = predict_logits(model, image_processor, dataset, batch_size=batch_size, flip_tta=flip_tta)
+    logits = torch.as_tensor(logits)
     return restrict_probabilities(torch.softmax(logits.double(), dim=-1).numpy(), columns)
 
 
@@ -244,12 +249,13 @@ __all__ = [
 
 
 def evaluate_on_dataset(model, image_processor, dataset, *, output_dir=None, split="validation", batch_size=256,
-                        flip_tta=False) -> dict:
+                        flip_tta=False, logits: np.ndarray | None = None) -> dict:
     """Evaluates a classifier on a `Dataset`, matching classes by name.
 
     Rows whose class the model does not know are left out, and the model's scores are restricted to
     the dataset's classes: a happy/sad model is scored on FER-2013's happy and sad faces, and a
-    7-class model on a happy/sad folder by its happy-vs-sad scores.
+    7-class model on a happy/sad folder by its happy-vs-sad scores. `logits`: the model's logits of every row of
+    `dataset`, where already computed (as `predict_logits` gives them), so that the model is not run again.
 
     Returns:
         accuracy, macro_f1, samples, the labels compared, and the per-class report.
@@ -261,8 +267,11 @@ def evaluate_on_dataset(model, image_processor, dataset, *, output_dir=None, spl
         raise ValueError(f"The model's labels {model_names} and the dataset's {dataset_names} share fewer than two classes.")
     keep = {dataset_names.index(name) for name in common}
     rows = dataset.filter(lambda label: label in keep, input_columns="label") if len(keep) < len(dataset_names) else dataset
+    if logits is not None and len(rows) < len(dataset):
+        logits = np.asarray(logits)[np.isin(np.asarray(dataset["label"]), list(keep))]
     # Probabilities over the common classes: their argmax is that of the logits, which is all the reports use.
-    logits = class_probabilities(model, image_processor, rows, common, batch_size=batch_size, flip_tta=flip_tta)
+    logits = class_probabilities(model, image_processor, rows, common, batch_size=batch_size, flip_tta=flip_tta,
+                                 logits=logits)
     labels = [common.index(dataset_names[label]) for label in rows["label"]]
     if output_dir is None:
         predictions = np.argmax(logits, axis=-1)

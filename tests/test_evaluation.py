@@ -56,6 +56,11 @@ def test_classes_are_matched_by_name(tmp_path, fer_rows, small_model):
     result = evaluate_on_dataset(two.eval(), processor, dataset["train"])
     assert result["samples"] == sum(1 for _, l, s in fer_rows if s == "train" and l in (3, 4))
     assert result["labels"] == ["happy", "sad"]  # in the dataset's order
+    # Logits computed beforehand (evaluate's one pass) score the same rows the same way, filtered alike; the
+    # model is not run again (its forward would raise).
+    given = predict_logits(two, processor, dataset["train"])
+    two.forward = None
+    assert evaluate_on_dataset(two, processor, dataset["train"], logits=given) == result
 
 
 def test_evaluate_cli_reproduces_the_metrics(tmp_path, fer_rows, small_model):
