@@ -123,6 +123,24 @@ def large_photos(tmp_path_factory) -> dict[str, Path]:
     return {name: folder / name for name in photos}
 
 
+@pytest.fixture(scope="module")
+def tiny_model_folder(tmp_path_factory) -> Path:
+    """A saved random tiny FER CNN (tests/apptools.save_tiny_model): for checks of frames, boxes, tracks and files,
+    not of which expression wins."""
+    from tests.apptools import save_tiny_model
+
+    return save_tiny_model(tmp_path_factory.mktemp("fer-tiny"))
+
+
+@pytest.fixture(scope="module")
+def tiny_recognizer(tiny_model_folder):
+    """A FaceExpressionRecognizer of `tiny_model_folder`."""
+    from fer_hf.faces import FaceExpressionRecognizer
+    from fer_hf.hub import load_classifier
+
+    return FaceExpressionRecognizer(*load_classifier(tiny_model_folder))
+
+
 @pytest.fixture(scope="session")
 def tiny_trained_model(tmp_path_factory) -> Path:
     """`train.py` run once a session: a tiny FER CNN, 6 steps on 96 fixture faces, scored on 48 PublicTest faces.

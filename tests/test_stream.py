@@ -28,23 +28,13 @@ from fer_hf.faces import Box, FaceExpressionRecognizer
 from fer_hf.hub import load_classifier
 from fer_hf.predict import VIDEO_FIELDS, predict_stream
 from fer_hf.stream import StreamError, analyze_stream, describe, is_stream
-from tests.apptools import PHOTOS, save_tiny_model
+from tests.apptools import PHOTOS
 from tests.conftest import ROOT
 from tests.streamtools import LiveStream
 from tests.videotools import still_frames, write_video
 
 GROUP = PHOTOS / "happy_three_women.jpg"  # three faces
 FPS = 30
-
-
-@pytest.fixture(scope="module")
-def model_folder(tmp_path_factory):
-    return save_tiny_model(tmp_path_factory.mktemp("fer-tiny"))
-
-
-@pytest.fixture(scope="module")
-def recognizer(model_folder) -> FaceExpressionRecognizer:
-    return FaceExpressionRecognizer(*load_classifier(model_folder))
 
 
 @pytest.fixture(scope="module")
@@ -82,10 +72,10 @@ def test_sources_that_are_cameras_or_streams(tmp_path, monkeypatch):
         assert describe(3) == "camera 3 (/dev/video3)"
 
 
-def test_a_stream_gives_the_rows_of_a_video(recognizer, frames):
+def test_a_stream_gives_the_rows_of_a_video(tiny_recognizer, frames):
     with LiveStream(frames, fps=FPS, seconds=2) as live:
         # Tracks kept however long a loaded machine takes between two labelled frames (max_age 1 s by default).
-        results = list(recognizer.stream(live.url, max_age=60))
+        results = list(tiny_recognizer.stream(live.url, max_age=60))
     sent = len(live.sent_at)
     assert sent == 2 * FPS and live.finished.is_set()
 
@@ -94,7 +84,7 @@ def test_a_stream_gives_the_rows_of_a_video(recognizer, frames):
     assert len(results) + results[-1].dropped == sent  # every frame received was labelled or dropped
     # Times come from the stream's timestamps: frame i at i / 30 s.
     assert [result.time for result in results] == pytest.approx([index / FPS for index in indices], abs=1e-3)
-    photo_boxes = [Box(*face["box"], 0) for face in recognizer(frames[0])]
+    photo_boxes = [Box(*face["box"], 0) for face in tiny_recognizer(frames[0])]
     first = {face["track"]: face["box"] for face in results[0].faces}
     assert sorted(first) == [1, 2, 3]
     for result in results:  # the same three faces on every labelled frame, each under its own track
@@ -105,10 +95,10 @@ def test_a_stream_gives_the_rows_of_a_video(recognizer, frames):
             assert face["score"] == face["scores"][face["label"]]
 
 
-def test_a_video_file_is_played_at_its_own_pace(recognizer, frames, tmp_path):
+def test_a_video_file_is_played_at_its_own_pace(tiny_recognizer, frames, tmp_path):
     video = write_video(tmp_path / "clip.mp4", frames * 5, fps=FPS)  # 1 s
     started = time.monotonic()
-    results = list(analyze_stream(recognizer, video))
+    results = list(analyze_stream(tiny_recognizer, video))
     indices = [result.index for result in results]
     assert indices == sorted(set(indices)) and indices[-1] == len(frames) * 5 - 1
     assert [result.time for result in results] == pytest.approx([index / FPS for index in indices], abs=1e-3)
@@ -116,8 +106,8 @@ def test_a_video_file_is_played_at_its_own_pace(recognizer, frames, tmp_path):
     assert results[-1].received - started >= results[-1].time
 
 
-def test_frames_are_dropped_not_queued_when_labelling_is_slower(model_folder, frames):
-    slow = SlowRecognizer(*load_classifier(model_folder))
+def test_frames_are_dropped_not_queued_when_labelling_is_slower(tiny_model_folder, frames):
+    slow = SlowRecognizer(*load_classifier(tiny_model_folder))
     with LiveStream(frames, fps=FPS, seconds=4) as live:
         results = list(slow.stream(live.url))
     sent = len(live.sent_at)
@@ -132,10 +122,10 @@ def test_frames_are_dropped_not_queued_when_labelling_is_slower(model_folder, fr
     assert all(len(result.faces) == 3 for result in results)
 
 
-def test_cli_stops_after_duration(model_folder, frames, tmp_path):
+def test_cli_stops_after_duration(tiny_model_folder, frames, tmp_path):
     output = tmp_path / "live.csv"
     with LiveStream(frames, fps=FPS, seconds=60) as live:
-        assert cli(["predict", live.url, "--model", str(model_folder), "--output", str(output),
+        assert cli(["predict", live.url, "--model", str(tiny_model_folder), "--output", str(output),
                     "--duration", "1.5", "--plot", str(tmp_path / "chart.png")]) == 0
         assert live.disconnected.wait(30)  # the stream is left once 1.5 s of it are labelled
         assert len(live.sent_at) < 60 * FPS
@@ -150,12 +140,12 @@ def test_cli_stops_after_duration(model_folder, frames, tmp_path):
     assert (tmp_path / "chart.png").read_bytes()[:4] == b"\x89PNG"
 
 
-def test_ctrl_c_stops_the_command_with_the_rows_written(model_folder, frames, tmp_path):
+def test_ctrl_c_stops_the_command_with_the_rows_written(tiny_model_folder, frames, tmp_path):
     output = tmp_path / "live.csv"
     with LiveStream(frames, fps=FPS, seconds=300) as live:
         with open(tmp_path / "log.txt", "w") as log_file:
             process = subprocess.Popen([sys.executable, "-m", "fer_hf", "predict", live.url, "--model",
-                                        str(model_folder), "--output", str(output)],
+                                        str(tiny_model_folder), "--output", str(output)],
                                        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=log_file)
         try:
             # Wait for rows: the command flushes each labelled frame's rows (the deadline only guards a hang).
@@ -182,42 +172,42 @@ def _data_rows(path) -> int:
     return max(0, len(path.read_text().splitlines()) - 1) if path.exists() else 0
 
 
-def test_sources_that_cannot_be_opened_are_named(recognizer, model_folder, frames, tmp_path):
+def test_sources_that_cannot_be_opened_are_named(tiny_recognizer, tiny_model_folder, frames, tmp_path):
     refused = f"http://127.0.0.1:{free_port()}/live.ts"
     with LiveStream(frames, fps=FPS, seconds=1) as live:
         missing = live.url.replace("live.ts", "nothing.ts")
         for source, reason in [(refused, "Connection refused"), (missing, "404"),
                                (tmp_path / "gone.mp4", "no such file")]:
             with pytest.raises(StreamError) as error:
-                next(analyze_stream(recognizer, source))
+                next(analyze_stream(tiny_recognizer, source))
             assert str(source) in str(error.value) and reason in str(error.value)
     with socket.socket() as silent:  # accepts connections (the kernel does) and never answers
         silent.bind(("127.0.0.1", 0))
         silent.listen()
         url = f"http://127.0.0.1:{silent.getsockname()[1]}/live.ts"
         with pytest.raises(StreamError, match=f"Cannot open {re.escape(url)}: no answer within 1 s"):
-            next(analyze_stream(recognizer, url, timeout=1))
+            next(analyze_stream(tiny_recognizer, url, timeout=1))
     if sys.platform.startswith("linux") and not Path("/dev/video0").exists():
         with pytest.raises(StreamError, match=r"camera 0 \(/dev/video0\)"):
-            next(analyze_stream(recognizer, 0))
+            next(analyze_stream(tiny_recognizer, 0))
 
     output = tmp_path / "refused.csv"
-    assert cli(["predict", refused, "--model", str(model_folder), "--output", str(output)]) == 1
+    assert cli(["predict", refused, "--model", str(tiny_model_folder), "--output", str(output)]) == 1
     with open(output, newline="") as handle:
         (row,) = csv.DictReader(handle)
     assert row["status"] == "error" and refused in row["error"]
 
 
-def test_a_stream_that_ends_keeps_its_rows_and_says_so(recognizer, frames, caplog):
+def test_a_stream_that_ends_keeps_its_rows_and_says_so(tiny_recognizer, frames, caplog):
     with LiveStream(frames, fps=FPS, seconds=1) as live, caplog.at_level(logging.WARNING, logger="fer_hf.stream"):
-        rows = list(predict_stream(recognizer, live.url))
+        rows = list(predict_stream(tiny_recognizer, live.url))
     assert rows and all(row["status"] == "face" for row in rows)
     assert f"{live.url} ended after {FPS} frame(s)" in caplog.text
 
 
-def test_a_stream_that_stalls_keeps_its_rows_and_ends_with_an_error_naming_it(recognizer, frames):
+def test_a_stream_that_stalls_keeps_its_rows_and_ends_with_an_error_naming_it(tiny_recognizer, frames):
     with LiveStream(frames, fps=FPS, seconds=10, stall_after=15) as live:
-        rows = list(predict_stream(recognizer, live.url, timeout=3))
+        rows = list(predict_stream(tiny_recognizer, live.url, timeout=3))
     *labelled, last = rows
     assert labelled and all(row["status"] == "face" for row in labelled)
     assert last["status"] == "error"

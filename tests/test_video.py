@@ -15,27 +15,16 @@ from PIL import Image
 
 from fer_hf import FER2013_LABELS
 from fer_hf.__main__ import main as cli
-from fer_hf.faces import Box, FaceExpressionRecognizer
-from fer_hf.hub import load_classifier
+from fer_hf.faces import Box
 from fer_hf.predict import VIDEO_FIELDS
 from fer_hf.video import Timeline, VideoReadError, analyze_video, probe
-from tests.apptools import PHOTOS, save_tiny_model
+from tests.apptools import PHOTOS
 from tests.conftest import SHARED_DATA, requires_full_data
 from tests.videotools import read_video, still_frames, write_video
 
 GROUP = PHOTOS / "happy_three_women.jpg"  # three faces
 ONE = PHOTOS / "happy_man.jpg"  # one face
 WOMAN = SHARED_DATA / "videos" / "woman2.mp4"
-
-
-@pytest.fixture(scope="module")
-def model_folder(tmp_path_factory):
-    return save_tiny_model(tmp_path_factory.mktemp("fer-tiny"))
-
-
-@pytest.fixture(scope="module")
-def recognizer(model_folder) -> FaceExpressionRecognizer:
-    return FaceExpressionRecognizer(*load_classifier(model_folder))
 
 
 def iou(a, b) -> float:
@@ -47,15 +36,15 @@ def matches(boxes, expected, min_iou=0.7) -> bool:
     return len(boxes) == len(expected) and all(max(iou(e, b) for b in boxes) >= min_iou for e in expected)
 
 
-def test_faces_keep_their_track_and_the_annotated_video_keeps_frames_and_audio(recognizer, tmp_path):
+def test_faces_keep_their_track_and_the_annotated_video_keeps_frames_and_audio(tiny_recognizer, tmp_path):
     frames = list(still_frames(GROUP, 12))
     video = write_video(tmp_path / "group.mp4", frames, fps=10, audio_seconds=1.2)
     out = tmp_path / "labelled" / "group.mp4"
-    results = list(analyze_video(recognizer, video, annotate=out))
+    results = list(analyze_video(tiny_recognizer, video, annotate=out))
 
     assert [r.index for r in results] == list(range(12))
     assert [r.time for r in results] == pytest.approx([i / 10 for i in range(12)])
-    photo_boxes = [face["box"] for face in recognizer(frames[0])]
+    photo_boxes = [face["box"] for face in tiny_recognizer(frames[0])]
     first = {face["track"]: face["box"] for face in results[0].faces}
     assert sorted(first) == [1, 2, 3] and matches(list(first.values()), photo_boxes)
     for result in results:  # every frame: the same three faces, each under its own id
@@ -72,7 +61,7 @@ def test_faces_keep_their_track_and_the_annotated_video_keeps_frames_and_audio(r
     # The boxes are drawn: the annotated frames differ from the source around the faces.
     assert _mean_difference(video, out) > 2 * _mean_difference(video, video)
 
-    timeline = Timeline(recognizer.labels)
+    timeline = Timeline(tiny_recognizer.labels)
     for result in results:
         timeline.add(result)
     summary = timeline.summary()
@@ -94,24 +83,24 @@ def _mean_difference(a, b) -> float:
     return float(np.abs(first(a) - first(b)).mean()) + 1e-3
 
 
-def test_every_nth_frame_is_analysed_and_every_frame_is_written(recognizer, tmp_path):
+def test_every_nth_frame_is_analysed_and_every_frame_is_written(tiny_recognizer, tmp_path):
     video = write_video(tmp_path / "one.mp4", still_frames(ONE, 10), fps=25)
     out = tmp_path / "out.mp4"
-    results = list(analyze_video(recognizer, video, every=4, annotate=out))
+    results = list(analyze_video(tiny_recognizer, video, every=4, annotate=out))
     assert [r.index for r in results] == [0, 4, 8]
     assert [r.time for r in results] == pytest.approx([0, 0.16, 0.32])
     assert all(len(r.faces) == 1 and r.faces[0]["track"] == 1 for r in results)
     assert read_video(out)["frames"] == 10
 
 
-def test_faces_followed_between_searches_keep_their_landmarks(recognizer):
+def test_faces_followed_between_searches_keep_their_landmarks(tiny_recognizer):
     """Between whole-frame searches a face is found near its last box: its landmarks come along, in the frame's pixels."""
     from fer_hf.video import _FaceFollower
 
-    if recognizer.detector.backend != "libfacedetection":
+    if tiny_recognizer.detector.backend != "libfacedetection":
         pytest.skip("the Haar fallback gives no landmarks")
     frame = Image.open(GROUP).convert("RGB")
-    follower = _FaceFollower(recognizer.detector, redetect=10)
+    follower = _FaceFollower(tiny_recognizer.detector, redetect=10)
     searched = follower(frame, 0.0)
     followed = follower(frame, 0.1)  # within `redetect`: found near the boxes of the search
     assert len(followed) == len(searched) == 3
@@ -120,7 +109,7 @@ def test_faces_followed_between_searches_keep_their_landmarks(recognizer):
         assert np.abs(np.array(box.landmarks) - np.array(twin.landmarks)).max() < 0.15 * twin.width
 
 
-def test_an_aligning_recognizer_aligns_the_faces_of_videos(recognizer, tmp_path):
+def test_an_aligning_recognizer_aligns_the_faces_of_videos(tiny_recognizer, tmp_path):
     """Its `align` reaches the video's crops: a tilted face's crops differ from the plain ones."""
     import copy
 
@@ -128,7 +117,7 @@ def test_an_aligning_recognizer_aligns_the_faces_of_videos(recognizer, tmp_path)
     crops = {}
     for align in (False, True):
         seen = crops[align] = []
-        aligning = copy.copy(recognizer)
+        aligning = copy.copy(tiny_recognizer)
         aligning.align = align
         aligning.classify = lambda faces, seen=seen, run=aligning.classify: seen.extend(faces) or run(faces)
         assert [len(r.faces) for r in analyze_video(aligning, video)] == [1, 1, 1]
@@ -141,16 +130,16 @@ def _centre_difference(a: Image.Image, b: Image.Image) -> float:
     return float(np.abs(np.asarray(a, float)[middle] - np.asarray(b, float)[middle]).mean())
 
 
-def test_variable_frame_rate_times_come_from_each_frame(recognizer, tmp_path):
+def test_variable_frame_rate_times_come_from_each_frame(tiny_recognizer, tmp_path):
     times = [0, 0.04, 0.08, 0.5, 0.54, 1.3, 1.32, 2.0]
     video = write_video(tmp_path / "vfr.mp4", still_frames(ONE, len(times)), times=times)
     out = tmp_path / "out.mp4"
-    results = list(analyze_video(recognizer, video, annotate=out))
+    results = list(analyze_video(tiny_recognizer, video, annotate=out))
     assert [r.time for r in results] == pytest.approx(times, abs=1e-3)
     assert read_video(out)["times"] == pytest.approx(times, abs=1e-3)
 
 
-def test_a_phone_video_with_rotation_metadata_is_read_upright(recognizer, tmp_path):
+def test_a_phone_video_with_rotation_metadata_is_read_upright(tiny_recognizer, tmp_path):
     upright = list(still_frames(ONE, 4))
     # A phone stores the frames sideways and says how to turn them: 90 degrees clockwise here.
     video = write_video(tmp_path / "phone.mp4", [np.rot90(frame, 1) for frame in upright], rotation=-90)
@@ -158,30 +147,30 @@ def test_a_phone_video_with_rotation_metadata_is_read_upright(recognizer, tmp_pa
     info = probe(video)
     assert (info.width, info.height, info.rotation) == (width, height, -90)
     out = tmp_path / "out.mp4"
-    results = list(analyze_video(recognizer, video, annotate=out))
-    expected = [face["box"] for face in recognizer(upright[0])]
+    results = list(analyze_video(tiny_recognizer, video, annotate=out))
+    expected = [face["box"] for face in tiny_recognizer(upright[0])]
     assert expected and all(matches([f["box"] for f in r.faces], expected) for r in results)
     assert read_video(out)["size"] == (width, height)
 
 
-def test_4k_frames_are_analysed_on_a_reduced_copy_and_drawn_full_size(recognizer, tmp_path):
+def test_4k_frames_are_analysed_on_a_reduced_copy_and_drawn_full_size(tiny_recognizer, tmp_path):
     frames = list(still_frames(GROUP, 2, size=(3840, 2160), noise=1))
     video = write_video(tmp_path / "4k.mp4", frames)
     out = tmp_path / "out.mp4"
-    results = list(analyze_video(recognizer, video, annotate=out))
+    results = list(analyze_video(tiny_recognizer, video, annotate=out))
     small = np.asarray(Image.fromarray(frames[0]).resize((640, 360), Image.Resampling.BILINEAR))
-    expected = [tuple(6 * v for v in face["box"]) for face in recognizer(small)]
+    expected = [tuple(6 * v for v in face["box"]) for face in tiny_recognizer(small)]
     assert len(expected) == 3 and all(matches([f["box"] for f in r.faces], expected) for r in results)
     assert max(f["box"][2] for f in results[0].faces) > 1280  # boxes in the 4K frame's pixels
     assert read_video(out)["size"] == (3840, 2160)
 
 
-def test_unreadable_videos_raise_naming_the_file(recognizer, tmp_path):
+def test_unreadable_videos_raise_naming_the_file(tiny_recognizer, tmp_path):
     (tmp_path / "notes.mp4").write_text("not a video")
     for path, message in [(tmp_path / "notes.mp4", "not a video file"), (tmp_path / "missing.mp4", "no such file"),
                           (write_video(tmp_path / "empty.mp4", []), "no video stream")]:
         with pytest.raises(VideoReadError, match=message) as error:
-            list(analyze_video(recognizer, path, annotate=tmp_path / "out.mp4"))
+            list(analyze_video(tiny_recognizer, path, annotate=tmp_path / "out.mp4"))
         assert str(path) in str(error.value)
         assert not (tmp_path / "out.mp4").exists()
 
@@ -205,9 +194,9 @@ def video_folder(tmp_path_factory):
     return root
 
 
-def test_cli_labels_videos_beside_photos_and_goes_on_past_bad_ones(model_folder, video_folder, tmp_path):
+def test_cli_labels_videos_beside_photos_and_goes_on_past_bad_ones(tiny_model_folder, video_folder, tmp_path):
     output = tmp_path / "results.csv"
-    assert cli(["predict", str(video_folder), "--model", str(model_folder), "--output", str(output), "--every", "2",
+    assert cli(["predict", str(video_folder), "--model", str(tiny_model_folder), "--output", str(output), "--every", "2",
                 "--annotate", str(tmp_path / "labelled.mp4"), "--plot", str(tmp_path / "chart.png")]) == 1
     with open(output, newline="") as handle:
         rows = list(csv.DictReader(handle))
@@ -242,9 +231,9 @@ def test_cli_labels_videos_beside_photos_and_goes_on_past_bad_ones(model_folder,
     assert Image.open(tmp_path / "chart_group.png").format == "PNG"
 
 
-def test_cli_writes_video_rows_as_json(model_folder, video_folder, tmp_path):
+def test_cli_writes_video_rows_as_json(tiny_model_folder, video_folder, tmp_path):
     output = tmp_path / "results.json"
-    assert cli(["predict", str(video_folder / "group.mp4"), "--model", str(model_folder), "--output", str(output),
+    assert cli(["predict", str(video_folder / "group.mp4"), "--model", str(tiny_model_folder), "--output", str(output),
                 "--smoothing", "0"]) == 0
     report = json.loads(output.read_text())
     assert report["summary"]["videos"] == 1 and report["summary"]["frames"] == 8 and report["summary"]["faces"] == 24
@@ -254,9 +243,9 @@ def test_cli_writes_video_rows_as_json(model_folder, video_folder, tmp_path):
 
 
 @requires_full_data("a real video clip (woman2.mp4, 464 frames) rather than still photos")
-def test_every_frame_of_a_real_clip(recognizer, tmp_path):
+def test_every_frame_of_a_real_clip(tiny_recognizer, tmp_path):
     out = tmp_path / "woman2.mp4"
-    results = list(analyze_video(recognizer, WOMAN, annotate=out))
+    results = list(analyze_video(tiny_recognizer, WOMAN, annotate=out))
     assert len(results) == 464 and all(len(r.faces) == 1 for r in results)
     tracks = [r.faces[0]["track"] for r in results]
     assert max(set(tracks), key=tracks.count) == 1 and tracks.count(1) >= 0.95 * len(tracks)
