@@ -209,12 +209,12 @@ def write_kaggle_folders(root: Path, rows, extension: str = ".png") -> Path:
 
 
 def run_python(args, *, cwd=ROOT, env=None, timeout=600, check=True) -> subprocess.CompletedProcess:
-    """Runs `python ARGS...` in a fresh process and returns it (stdout and stderr merged into stdout)."""
+    """Runs `python ARGS...` in a fresh process (tests/freshpython.py: its environment, PYTHONPATH included, set
+    before transformers or fer_hf is imported) and returns it (stdout and stderr merged into stdout)."""
+    from tests import freshpython
+
     full_env = {**os.environ, **(env or {})}
-    result = subprocess.run(
-        [sys.executable, *map(str, args)], cwd=cwd, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-        text=True, timeout=timeout,
-    )
+    result = freshpython.run(args, cwd=cwd, env=full_env, timeout=timeout, merge=True)
     if check and result.returncode != 0:
         raise AssertionError(f"python {' '.join(map(str, args))} exited {result.returncode}:\n{result.stdout[-6000:]}")
     return result
@@ -235,8 +235,8 @@ def run_preloaded(args, *, cwd=ROOT, env=None, timeout=600, check=True) -> subpr
     Each run is a new process, as with `python SCRIPT`: multiprocessing's fork server imports the libraries
     once, and every run forks a fresh copy of it. The run sees this process's environment and `env`, set before
     the script runs, which is after those imports: a variable that a library reads when imported
-    (OMP_NUM_THREADS, HF_ENDPOINT, PYTHONPATH) needs `run_python`, as does a test of what a fresh interpreter
-    can import.
+    (HF_ENDPOINT, HF_HOME, PYTHONPATH) needs `run_python`, which imports transformers and fer_hf after setting
+    them.
     """
     with tempfile.TemporaryDirectory() as folder:
         output = Path(folder) / "output.txt"

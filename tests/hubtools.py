@@ -1,4 +1,4 @@
-"""Run Python snippets in fresh subprocesses whose Hugging Face clients talk to a LoopbackHub.
+"""Run Python snippets in fresh processes (tests/freshpython.py) whose Hugging Face clients talk to a LoopbackHub.
 
 `huggingface_hub` reads `HF_ENDPOINT`, `HF_HOME`, `HF_HUB_OFFLINE` and `HF_HUB_DISABLE_XET` once, at
 import, so each scenario runs in its own interpreter with its own environment and cache.
@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from tests import freshpython
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_TOKEN = "hf_test_token"  # the token the test hubs give to user "alice"
@@ -111,8 +111,7 @@ def run_hub_python(hub, code: str, *, hf_home, args: dict | None = None, check: 
     Path(hf_home).mkdir(parents=True, exist_ok=True)
     env = hub_env(hub, hf_home, **env_options)
     env["HUBTOOLS_ARGS"] = json.dumps(args or {})
-    proc = subprocess.run([sys.executable, "-c", _PRELUDE + textwrap.dedent(code)], env=env, cwd=hf_home,
-                          capture_output=True, text=True, timeout=timeout)
+    proc = freshpython.run(["-c", _PRELUDE + textwrap.dedent(code)], env=env, cwd=hf_home, timeout=timeout)
     results = [json.loads(line[len(_MARKER):]) for line in proc.stdout.splitlines() if line.startswith(_MARKER)]
     run = HubRun(proc.returncode, proc.stdout, proc.stderr, results)
     if check and proc.returncode != 0:

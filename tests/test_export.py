@@ -1,8 +1,6 @@
 """fer_hf.export and `python -m fer_hf export`: ONNX files that give PyTorch's answers on real faces."""
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +15,7 @@ from fer_hf.export import (ONNX_FILE, ONNX_INT8_FILE, PARITY_TOLERANCE, export_f
                            file_weights_digest, max_logit_difference, onnx_session, quantize_int8, weights_digest)
 from fer_hf.hub import load_classifier
 
+from tests import freshpython
 from tests.conftest import FER_FIXTURE_DIR, ROOT, requires_full_data
 from tests.hub_server import LoopbackHub
 from tests.hubtools import hub_env
@@ -183,9 +182,8 @@ def test_push_uploads_the_onnx_files_unless_told_not_to(hub, tmp_path, flags, up
     model = FerCNNForImageClassification(FerConfig(hidden_sizes=[8, 16], depths=[1, 1])).eval()
     export_model(model, FerImageProcessor(), folder, int8=True)
     repo = f"alice/fer-onnx{'-' if flags else ''}{'-'.join(flag.strip('-') for flag in flags)}"
-    result = subprocess.run([sys.executable, "-m", "fer_hf", "push", str(folder), repo, *flags], cwd=ROOT,
-                            capture_output=True, text=True, timeout=300,
-                            env=hub_env(hub, tmp_path / "hf", token=TOKEN, disable_xet=True))
+    result = freshpython.run(["-m", "fer_hf", "push", folder, repo, *flags], cwd=ROOT, timeout=300,
+                             env=hub_env(hub, tmp_path / "hf", token=TOKEN, disable_xet=True))
     assert result.returncode == 0, result.stderr
     assert hub.file_bytes(repo, "model.safetensors") == (folder / "model.safetensors").read_bytes()
     for name in (ONNX_FILE, ONNX_INT8_FILE):

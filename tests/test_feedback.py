@@ -16,6 +16,7 @@ import textwrap
 import pytest
 
 from fer_hf import FER2013_LABELS
+from tests import freshpython
 from tests.conftest import FER_FIXTURE_DIR, ROOT
 from tests.hub_server import LoopbackHub
 from tests.hubtools import DEFAULT_TOKEN, hub_env, run_hub_python
@@ -210,25 +211,23 @@ def test_feedback_report_and_training_with_the_feedback_added(hub, tmp_path):
         s.trigger().result()
     """, tmp_path, args={"folder": str(tmp_path / "spool")})
     env = hub_env(hub, tmp_path / "hf")
-    report = subprocess.run([sys.executable, "-m", "fer_hf", "feedback-report", REPO], cwd=ROOT, env=env,
-                            capture_output=True, text=True, timeout=300)
+    report = freshpython.run(["-m", "fer_hf", "feedback-report", REPO], cwd=ROOT, env=env, timeout=300)
     assert report.returncode == 0, report.stderr[-3000:]
     print(report.stdout)
     assert report.stdout.startswith(f"{REPO}: 10 corrections of alice/fer-cnn; 0 where the person kept")
     assert "Predicted (rows) -> corrected (columns)" in report.stdout
     for label in FER2013_LABELS:
         assert label in report.stdout
-    missing = subprocess.run([sys.executable, "-m", "fer_hf", "feedback-report", "alice/no-such-feedback"], cwd=ROOT,
-                             env=env, capture_output=True, text=True, timeout=300)
+    missing = freshpython.run(["-m", "fer_hf", "feedback-report", "alice/no-such-feedback"], cwd=ROOT, env=env,
+                              timeout=300)
     assert missing.returncode == 1 and "cannot load the feedback dataset alice/no-such-feedback" in missing.stderr
     assert "Traceback" not in missing.stderr
 
     out = tmp_path / "run"
-    train = subprocess.run([sys.executable, ROOT / "train.py", "--dataset_name", FER_FIXTURE_DIR, "--model_variant",
-                            "tiny", "--per_device_train_batch_size", "32", "--disable_tqdm", "true", "--seed", "0",
-                            "--add_train_dataset", REPO, "--add_train_dataset_repeats", "2", "--max_steps", "2",
-                            "--max_eval_samples", "16", "--output_dir", out], cwd=ROOT, env=env, capture_output=True,
-                           text=True, timeout=600)
+    train = freshpython.run([ROOT / "train.py", "--dataset_name", FER_FIXTURE_DIR, "--model_variant", "tiny",
+                             "--per_device_train_batch_size", "32", "--disable_tqdm", "true", "--seed", "0",
+                             "--add_train_dataset", REPO, "--add_train_dataset_repeats", "2", "--max_steps", "2",
+                             "--max_eval_samples", "16", "--output_dir", out], cwd=ROOT, env=env, timeout=600)
     assert train.returncode == 0, (train.stdout + train.stderr)[-4000:]
     print(train.stderr[-2000:])
     info = json.loads((out / "run_info.json").read_text())

@@ -22,6 +22,7 @@ from types import SimpleNamespace
 
 import pytest
 
+from tests import freshpython
 from tests.conftest import FER_FIXTURE_DIR, ROOT, write_fer_csv
 from tests.hub_server import LoopbackHub
 from tests.hubtools import hub_env, run_hub_python
@@ -81,8 +82,7 @@ def _check_hub_has_no_secret(hub) -> None:
 def _python(hub, args, *, hf_home: Path, token: str | None = SECRET, check: bool = True) -> subprocess.CompletedProcess:
     """Runs `python ARGS` from the repo root against `hub`, in a fresh process with its own HF_HOME."""
     hf_home.mkdir(parents=True, exist_ok=True)
-    result = subprocess.run([sys.executable, *map(str, args)], cwd=ROOT, capture_output=True, text=True, timeout=600,
-                            env=hub_env(hub, hf_home, token=token, disable_xet=True))
+    result = freshpython.run(args, cwd=ROOT, timeout=600, env=hub_env(hub, hf_home, token=token, disable_xet=True))
     _check_no_secret(result.stdout, result.stderr)
     if check and result.returncode != 0:
         raise AssertionError(f"python {args} exited {result.returncode}:\n{result.stdout[-3000:]}\n{result.stderr[-6000:]}")

@@ -20,6 +20,7 @@ import pytest
 from huggingface_hub import SpaceCard
 
 from fer_hf import FER2013_LABELS
+from tests import freshpython
 from tests.apptools import PHOTOS, free_port, stop, wait_until_up
 from tests.conftest import ROOT
 from tests.hub_server import LoopbackHub
@@ -33,8 +34,7 @@ MODEL, SPACE = "alice/fer-cnn", "alice/fer-demo"
 
 def _fer_hf(hub, *args, hf_home: Path) -> subprocess.CompletedProcess:
     """`python -m fer_hf ARGS` from the clone, as alice, in a fresh process with its own HF_HOME."""
-    return subprocess.run([sys.executable, "-m", "fer_hf", *map(str, args)], cwd=ROOT, capture_output=True, text=True,
-                          timeout=300, env=hub_env(hub, hf_home, token=TOKEN))
+    return freshpython.run(["-m", "fer_hf", *args], cwd=ROOT, timeout=300, env=hub_env(hub, hf_home, token=TOKEN))
 
 
 @pytest.fixture(scope="module")
