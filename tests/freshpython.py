@@ -58,6 +58,7 @@ del serve
 # The child: what `python ARGS` would have before running anything.
 devnull = os.open(os.devnull, os.O_RDONLY)
 os.dup2(devnull, 0)
+os.close(devnull)
 for fd, path in ((1, job["stdout"]), (2, job["stderr"])):
     if fd == 2 and path == job["stdout"]:  # merged, as with stderr=subprocess.STDOUT
         os.dup2(1, 2)
@@ -89,10 +90,12 @@ try:
     else:
         sys.argv = list(args)
         runpy.run_path(args[0], run_name="__main__")
-except SystemExit as end:  # as the interpreter reads it
-    code = end.code if isinstance(end.code, int) else 0 if end.code is None else 1
-    if not isinstance(end.code, int) and end.code is not None:
+except SystemExit as end:  # as the interpreter reads it: None is 0, anything but a number is printed and is 1
+    if end.code is None or isinstance(end.code, int):
+        code = end.code or 0
+    else:
         print(end.code, file=sys.stderr)
+        code = 1
 except BaseException:
     sys.excepthook(*sys.exc_info())
     code = 1
@@ -163,10 +166,11 @@ _server = _Server()
 
 def run(args, *, env: dict[str, str], cwd, timeout: float = 600, merge: bool = False) -> subprocess.CompletedProcess:
     """Runs `python ARGS` (`-c CODE ...`, `-m MODULE ...` or `SCRIPT ...`) with exactly `env`, in `cwd`; stdout and
-    stderr as text, apart or (`merge`) both in stdout. A run asked for while another is under way starts a plain
-    fresh interpreter."""
+    stderr as text, apart or (`merge`) both in stdout. A run asked for while another is under way, or with another
+    OMP_NUM_THREADS than the server's 1 (OpenMP read it when the server loaded torch), starts a plain fresh
+    interpreter."""
     args = [str(a) for a in args]
-    if not _server.busy.acquire(blocking=False):
+    if env.get("OMP_NUM_THREADS") != "1" or not _server.busy.acquire(blocking=False):
         return subprocess.run([sys.executable, *args], env=env, cwd=cwd, stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT if merge else subprocess.PIPE, text=True, timeout=timeout)
     try:
