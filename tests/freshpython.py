@@ -3,8 +3,9 @@ Hugging Face setting.
 
 huggingface_hub, datasets and transformers read HF_ENDPOINT, HF_HOME and HF_HUB_OFFLINE once, at import, so a
 run against a loopback Hub needs them imported after its environment is set: they cannot come from
-conftest's preloaded process. torch, NumPy, Pillow, pyarrow and pandas read none of them and take 3-4 s of CPU
-to import; the server imports those once (with OMP_NUM_THREADS=1, as the Hub runs set it) and forks a child for
+conftest's preloaded process. torch, NumPy, Pillow, pyarrow, pandas and what those three libraries import
+beneath them (torch's compiler and distributed modules, SymPy, SciPy, scikit-learn, HTTP clients) read none of
+them and take 6-7 s of CPU to import; the server imports those once (with OMP_NUM_THREADS=1, as the Hub runs set it) and forks a child for
 each run, which sets the run's environment, working directory and sys.path (as `python` builds it from
 PYTHONPATH) before anything else is imported. Each run is still a new process with its own exit status,
 stdout and stderr; it ends as an interpreter does (threads joined, atexit functions run, streams flushed)
@@ -27,14 +28,23 @@ import threading
 import time
 from pathlib import Path
 
-PRELOADED = ["torch", "numpy", "PIL.Image", "pyarrow", "pandas"]
+PRELOADED = ["torch", "numpy", "PIL.Image", "pyarrow", "pandas",
+             # What transformers, datasets and huggingface_hub import beneath them, which reads no Hugging Face
+             # setting either: about 3 s of CPU a run that `import fer_hf` no longer spends.
+             "torch._dynamo", "torch._decomp", "torch.distributed.tensor", "torch.fx.experimental.symbolic_shapes",
+             "sympy", "scipy.optimize", "sklearn.metrics", "safetensors.torch", "tokenizers", "fsspec", "requests",
+             "httpx", "anyio", "trio", "filelock", "multiprocess", "regex", "yaml", "jinja2", "rich.console",
+             "matplotlib.pyplot"]  # train.py and evaluate draw their plots with it
 # Modules that read Hugging Face settings when imported: the server must not have them.
 READS_HF_SETTINGS = ("huggingface_hub", "datasets", "transformers", "fer_hf")
 
 _SERVER = r'''
 import json, os, sys
 for name in sys.argv[1:]:
-    __import__(name)
+    try:
+        __import__(name)
+    except ImportError:  # one a given install lacks is imported by the run that needs it, if any
+        pass
 late = sorted({m.split(".")[0] for m in sys.modules} & set(READS))
 if late:
     raise SystemExit(f"the fork server imported {late}, which read Hugging Face settings at import")
