@@ -7,7 +7,6 @@ import os
 import socket
 import struct
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -20,6 +19,7 @@ import numpy as np
 from PIL import Image
 
 from fer_hf import FerCNNForImageClassification, FerConfig, FerImageProcessor
+from tests import freshpython
 
 ROOT = Path(__file__).resolve().parents[1]
 PHOTOS = Path(__file__).resolve().parent / "fixtures" / "photos"
@@ -93,19 +93,20 @@ def running_app(tmp: Path, model: Path, start_timeout: float = 120, *, args: lis
     env = {**(os.environ if env is None else env), "OMP_NUM_THREADS": "1", "GRADIO_TEMP_DIR": str(tmp / "gradio"),
            "GRADIO_EXAMPLES_CACHE": str(tmp / "examples"), **({"HF_HUB_OFFLINE": "1"} if env is None else {})}
     log_path = tmp / "app.log"
-    with open(log_path, "w") as log:
-        process = subprocess.Popen([sys.executable, "app.py", "--model", str(model), "--port", str(port), *args],
-                                   cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-        url = f"http://127.0.0.1:{port}/"
-        try:
-            wait_until_up(url, process, start_timeout)
-        except RuntimeError as error:
-            stop(process)
-            pytest.fail(f"{error}:\n{log_path.read_text()[-4000:]}")
-        try:
-            yield url
-        finally:
-            stop(process, stop_timeout)
+    # Forked from tests/freshpython.py's server, which has imported torch and the other libraries that read no
+    # Hugging Face or Gradio setting: a fresh interpreter in all else.
+    process = freshpython.start(["app.py", "--model", model, "--port", port, *args], cwd=ROOT, env=env,
+                                stdout=log_path)
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        wait_until_up(url, process, start_timeout)
+    except RuntimeError as error:
+        stop(process)
+        pytest.fail(f"{error}:\n{log_path.read_text()[-4000:]}")
+    try:
+        yield url
+    finally:
+        stop(process, stop_timeout)
     assert "Traceback" not in log_path.read_text(), log_path.read_text()[-4000:]
 
 

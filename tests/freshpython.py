@@ -9,23 +9,24 @@ them and take 6-7 s of CPU to import; the server imports those once (with OMP_NU
 each run, which sets the run's environment, working directory and sys.path (as `python` builds it from
 PYTHONPATH) before anything else is imported. Each run is still a new process with its own exit status,
 stdout and stderr; it ends as an interpreter does (threads joined, atexit functions run, streams flushed)
-without tearing down its modules.
+without tearing down its modules. Runs may overlap: `start` gives a handle like subprocess.Popen's (an app
+server the test stops with SIGTERM), `run` waits for the run's end.
 
     run(["-m", "fer_hf", "push", folder, repo], env=env, cwd=ROOT, timeout=600)  # a CompletedProcess
+    start(["app.py", "--port", "7861"], env=env, cwd=ROOT, stdout=log)  # poll(), wait(), terminate(), kill()
 """
 
 from __future__ import annotations
 
 import atexit
+import itertools
 import json
 import os
-import select
 import signal
 import subprocess
 import sys
 import tempfile
 import threading
-import time
 from pathlib import Path
 
 PRELOADED = ["torch", "numpy", "PIL.Image", "pyarrow", "pandas",
@@ -52,15 +53,29 @@ BASE_PATH = sys.path[1:]  # without '' (this `-c`'s own first entry)
 
 
 def serve():
-    """Forks a child per request line; replies with its pid, then its exit status once it has ended."""
-    for line in sys.stdin.buffer:
-        job = json.loads(line)
-        pid = os.fork()
-        if pid == 0:
-            return job
-        os.write(1, f"{pid}\n".encode())
-        os.write(1, f"{os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])}\n".encode())
-    raise SystemExit(0)
+    """Forks a child per request line and answers `pid ID PID`; `exit ID STATUS` once that child has ended. Runs
+    overlap (an app server runs while its test makes other runs); the loop reaps ended children between reads."""
+    import select
+    children, pending = {}, b""
+    while True:
+        if select.select([0], [], [], 0.02 if children else None)[0]:
+            data = os.read(0, 1 << 16)
+            if not data:  # the test process has ended
+                raise SystemExit(0)
+            pending += data
+            while b"\n" in pending:
+                line, pending = pending.split(b"\n", 1)
+                job = json.loads(line)
+                pid = os.fork()
+                if pid == 0:
+                    return job
+                children[pid] = job["id"]
+                os.write(1, f"pid {job['id']} {pid}\n".encode())
+        while children:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+            if pid == 0:
+                break
+            os.write(1, f"exit {children.pop(pid)} {os.waitstatus_to_exitcode(status)}\n".encode())
 
 
 job = serve()
@@ -121,13 +136,17 @@ os._exit(code)
 
 
 class _Server:
-    """One fork server per test process, started on first use; one run at a time."""
+    """One fork server per test process, started on first use; a thread reads its answers."""
 
     def __init__(self) -> None:
         self.process: subprocess.Popen | None = None
-        self.busy = threading.Lock()
+        self.requests = threading.Lock()  # one request line written at a time
+        self.answers = threading.Condition()
+        self.pids: dict[int, int] = {}  # job id -> pid
+        self.ended: dict[int, int] = {}  # job id -> exit status
+        self.jobs = itertools.count()
 
-    def start(self) -> subprocess.Popen:
+    def _start(self) -> subprocess.Popen:
         if self.process is None or self.process.poll() is not None:
             env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "HUGGINGFACE_", "TRANSFORMERS_"))}
             env.pop("PYTHONPATH", None)
@@ -136,54 +155,91 @@ class _Server:
             self.process = subprocess.Popen([sys.executable, "-c", code, *PRELOADED], stdin=subprocess.PIPE,
                                             stdout=subprocess.PIPE, env=env, cwd=tempfile.gettempdir(), bufsize=0)
             atexit.register(self.process.kill)
+            threading.Thread(target=self._read_answers, args=(self.process,), daemon=True).start()
         return self.process
 
-    def run(self, args: list[str], env: dict[str, str], cwd: str, timeout: float,
-            merge: bool) -> subprocess.CompletedProcess:
-        server = self.start()
-        with tempfile.TemporaryDirectory() as folder:
-            out = Path(folder) / "stdout"
-            err = out if merge else Path(folder) / "stderr"
-            job = {"args": args, "env": env, "cwd": cwd, "stdout": str(out), "stderr": str(err)}
-            server.stdin.write((json.dumps(job) + "\n").encode())
-            deadline = time.monotonic() + timeout
-            pid = int(_read_line(server.stdout, deadline + 60))
-            try:
-                status = int(_read_line(server.stdout, deadline))
-            except subprocess.TimeoutExpired:
-                os.kill(pid, signal.SIGKILL)
-                _read_line(server.stdout, time.monotonic() + 60)
-                raise subprocess.TimeoutExpired(["python", *args], timeout) from None
-            return subprocess.CompletedProcess(["python", *args], status, out.read_text(errors="replace"),
-                                               None if merge else err.read_text(errors="replace"))
+    def _read_answers(self, process: subprocess.Popen) -> None:
+        for line in process.stdout:
+            kind, job, value = line.decode().split()
+            with self.answers:
+                (self.pids if kind == "pid" else self.ended)[int(job)] = int(value)
+                self.answers.notify_all()
+        with self.answers:  # the server has ended: so have the runs it would have reported
+            self.ended.update({job: -signal.SIGKILL for job in self.pids if job not in self.ended})
+            self.answers.notify_all()
+
+    def start(self, args: list[str], env: dict[str, str], cwd: str, stdout: str, stderr: str) -> ForkedProcess:
+        with self.requests:
+            server = self._start()
+            job = next(self.jobs)
+            request = {"id": job, "args": args, "env": env, "cwd": cwd, "stdout": stdout, "stderr": stderr}
+            server.stdin.write((json.dumps(request) + "\n").encode())
+        with self.answers:
+            if not self.answers.wait_for(lambda: job in self.pids or server.poll() is not None, timeout=120):
+                raise RuntimeError("the fork server did not start the run within 120 s")
+            if job not in self.pids:
+                raise RuntimeError("the fork server ended")
+            return ForkedProcess(self, job, self.pids[job], ["python", *args])
 
 
-def _read_line(pipe, deadline: float) -> str:
-    """One line from an unbuffered pipe, waiting until `deadline` (time.monotonic) at most."""
-    line = b""
-    while not line.endswith(b"\n"):
-        if not select.select([pipe], [], [], max(0.0, deadline - time.monotonic()))[0]:
-            raise subprocess.TimeoutExpired("fork server", deadline)
-        byte = pipe.read(1)
-        if not byte:
-            raise RuntimeError("the fork server ended")
-        line += byte
-    return line.decode().strip()
+class ForkedProcess:
+    """A run of the fork server: the part of subprocess.Popen that the tests use."""
+
+    def __init__(self, server: _Server, job: int, pid: int, args: list[str]) -> None:
+        self._server, self._job, self.pid, self.args = server, job, pid, args
+        self.returncode: int | None = None
+
+    def poll(self) -> int | None:
+        with self._server.answers:
+            self.returncode = self._server.ended.get(self._job)
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        with self._server.answers:
+            if not self._server.answers.wait_for(lambda: self._job in self._server.ended, timeout):
+                raise subprocess.TimeoutExpired(self.args, timeout)
+            self.returncode = self._server.ended[self._job]
+        return self.returncode
+
+    def send_signal(self, signum: int) -> None:
+        if self.poll() is None:  # not yet reaped, so the pid is still this run's
+            os.kill(self.pid, signum)
+
+    def terminate(self) -> None:
+        self.send_signal(signal.SIGTERM)
+
+    def kill(self) -> None:
+        self.send_signal(signal.SIGKILL)
 
 
 _server = _Server()
 
 
-def run(args, *, env: dict[str, str], cwd, timeout: float = 600, merge: bool = False) -> subprocess.CompletedProcess:
-    """Runs `python ARGS` (`-c CODE ...`, `-m MODULE ...` or `SCRIPT ...`) with exactly `env`, in `cwd`; stdout and
-    stderr as text, apart or (`merge`) both in stdout. A run asked for while another is under way, or with another
-    OMP_NUM_THREADS than the server's 1 (OpenMP read it when the server loaded torch), starts a plain fresh
-    interpreter."""
+def start(args, *, env: dict[str, str], cwd, stdout, stderr=None) -> ForkedProcess | subprocess.Popen:
+    """Starts `python ARGS` (`-c CODE ...`, `-m MODULE ...` or `SCRIPT ...`) with exactly `env`, in `cwd`, not
+    waited for: its stdout to the file `stdout`, its stderr to the file `stderr` (None: with stdout). A run with
+    another OMP_NUM_THREADS than the server's 1 (OpenMP read it when the server loaded torch) gets a plain
+    fresh interpreter."""
     args = [str(a) for a in args]
-    if env.get("OMP_NUM_THREADS") != "1" or not _server.busy.acquire(blocking=False):
-        return subprocess.run([sys.executable, *args], env=env, cwd=cwd, stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT if merge else subprocess.PIPE, text=True, timeout=timeout)
-    try:
-        return _server.run(args, env, str(cwd), timeout, merge)
-    finally:
-        _server.busy.release()
+    if env.get("OMP_NUM_THREADS") != "1":
+        with open(stdout, "w") as out, open(stderr or os.devnull, "w") as err:
+            return subprocess.Popen([sys.executable, *args], env=env, cwd=cwd, stdin=subprocess.DEVNULL, stdout=out,
+                                    stderr=subprocess.STDOUT if stderr is None else err)
+    return _server.start(args, env, str(cwd), str(stdout), str(stderr or stdout))
+
+
+def run(args, *, env: dict[str, str], cwd, timeout: float = 600, merge: bool = False) -> subprocess.CompletedProcess:
+    """Runs `python ARGS` as `start` does and waits for it; stdout and stderr as text, apart or (`merge`) both in
+    stdout."""
+    with tempfile.TemporaryDirectory() as folder:
+        out = Path(folder) / "stdout"
+        err = None if merge else Path(folder) / "stderr"
+        process = start(args, env=env, cwd=cwd, stdout=out, stderr=err)
+        try:
+            status = process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(60)
+            raise subprocess.TimeoutExpired(process.args, timeout) from None
+        return subprocess.CompletedProcess(process.args, status, out.read_text(errors="replace"),
+                                           None if merge else err.read_text(errors="replace"))
