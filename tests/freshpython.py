@@ -35,7 +35,11 @@ PRELOADED = ["torch", "numpy", "PIL.Image", "pyarrow", "pandas",
              "torch._dynamo", "torch._decomp", "torch.distributed.tensor", "torch.fx.experimental.symbolic_shapes",
              "sympy", "scipy.optimize", "sklearn.metrics", "safetensors.torch", "tokenizers", "fsspec", "requests",
              "httpx", "anyio", "trio", "filelock", "multiprocess", "regex", "yaml", "jinja2", "rich.console",
-             "matplotlib.pyplot"]  # train.py and evaluate draw their plots with it
+             "matplotlib.pyplot",  # train.py and evaluate draw their plots with it
+             # What Gradio imports beneath it, for app.py (1.8 s of CPU a start).
+             "fastapi", "fastapi.routing", "pydantic", "starlette.applications", "starlette.routing", "uvicorn",
+             "orjson", "markdown_it", "typer", "tomlkit", "semantic_version", "python_multipart", "brotli", "groovy",
+             "aiofiles"]
 # Modules that read Hugging Face settings when imported: the server must not have them.
 READS_HF_SETTINGS = ("huggingface_hub", "datasets", "transformers", "fer_hf")
 
@@ -225,6 +229,8 @@ def start(args, *, env: dict[str, str], cwd, stdout, stderr=None) -> ForkedProce
         with open(stdout, "w") as out, open(stderr or os.devnull, "w") as err:
             return subprocess.Popen([sys.executable, *args], env=env, cwd=cwd, stdin=subprocess.DEVNULL, stdout=out,
                                     stderr=subprocess.STDOUT if stderr is None else err)
+    for path in (stdout, stderr or stdout):
+        open(path, "a").close()  # there from the start, as with Popen, for a test that reads it while the run runs
     return _server.start(args, env, str(cwd), str(stdout), str(stderr or stdout))
 
 

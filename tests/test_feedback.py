@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import itertools
 import json
-import subprocess
-import sys
 import textwrap
+import time
 
 import pytest
 
@@ -130,15 +129,23 @@ def test_a_hub_outage_during_a_push_loses_nothing(hub, tmp_path):
     _check_append_only(hub)
 
 
-def _start(hub, code: str, tmp_path, name: str, **args) -> subprocess.Popen:
-    """SETUP + `code` in a fresh process talking to `hub`, not waited for; stdout piped, stderr in NAME.log."""
+def _start(hub, code: str, tmp_path, name: str, **args) -> freshpython.ForkedProcess:
+    """SETUP + `code` in a fresh process talking to `hub`, not waited for; stdout in NAME.out, stderr in NAME.log."""
     home = tmp_path / name
     home.mkdir()
     env = hub_env(hub, home)
     env["HUBTOOLS_ARGS"] = json.dumps({"repo": REPO, "fixture": str(FER_FIXTURE_DIR / "train.parquet"), **args})
     prelude = "import json, os\nARGS = json.loads(os.environ.pop('HUBTOOLS_ARGS'))\n"
-    return subprocess.Popen([sys.executable, "-c", prelude + SETUP + textwrap.dedent(code)], env=env, cwd=home,
-                            stdout=subprocess.PIPE, stderr=open(tmp_path / f"{name}.log", "w"), text=True)
+    return freshpython.start(["-c", prelude + SETUP + textwrap.dedent(code)], env=env, cwd=home,
+                             stdout=tmp_path / f"{name}.out", stderr=tmp_path / f"{name}.log")
+
+
+def _first_line(process, path, timeout: float = 300) -> str:
+    """The first line `process` prints to the file `path`, once printed whole; "" if it ends before printing one."""
+    deadline = time.monotonic() + timeout
+    while "\n" not in path.read_text() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return path.read_text().partition("\n")[0] if "\n" in path.read_text() else ""
 
 
 def test_a_process_killed_between_pushes_leaves_its_rows_to_the_next_start(hub, tmp_path):
@@ -150,7 +157,7 @@ def test_a_process_killed_between_pushes_leaves_its_rows_to_the_next_start(hub, 
         time.sleep(600)
     """, tmp_path, "killed", folder=folder)
     try:
-        line = process.stdout.readline().strip()
+        line = _first_line(process, tmp_path / "killed.out")
     finally:
         process.kill()  # SIGKILL: no atexit push
         process.wait()
@@ -174,7 +181,9 @@ def test_two_processes_writing_to_one_repo_overwrite_nothing(hub, tmp_path):
         print("done", s.pending, flush=True)
     """
     processes = [_start(hub, code, tmp_path, f"writer{i}", folder=str(tmp_path / "spool"), start=6 * i) for i in range(2)]
-    outputs = [process.communicate(timeout=300)[0] for process in processes]
+    for process in processes:
+        process.wait(timeout=300)
+    outputs = [(tmp_path / f"writer{i}.out").read_text() for i in range(2)]
     logs = [(tmp_path / f"writer{i}.log").read_text()[-3000:] for i in range(2)]
     assert all(process.returncode == 0 for process in processes), logs
     assert all(output.strip().endswith("done 0") for output in outputs), outputs

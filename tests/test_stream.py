@@ -12,10 +12,10 @@ from __future__ import annotations
 import csv
 import itertools
 import logging
+import os
 import re
 import signal
 import socket
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -28,6 +28,7 @@ from fer_hf.faces import Box, FaceExpressionRecognizer
 from fer_hf.hub import load_classifier
 from fer_hf.predict import VIDEO_FIELDS, predict_stream
 from fer_hf.stream import StreamError, analyze_stream, describe, is_stream
+from tests import freshpython
 from tests.apptools import PHOTOS
 from tests.conftest import ROOT
 from tests.streamtools import LiveStream
@@ -143,10 +144,9 @@ def test_cli_stops_after_duration(tiny_model_folder, frames, tmp_path):
 def test_ctrl_c_stops_the_command_with_the_rows_written(tiny_model_folder, frames, tmp_path):
     output = tmp_path / "live.csv"
     with LiveStream(frames, fps=FPS, seconds=300) as live:
-        with open(tmp_path / "log.txt", "w") as log_file:
-            process = subprocess.Popen([sys.executable, "-m", "fer_hf", "predict", live.url, "--model",
-                                        str(tiny_model_folder), "--output", str(output)],
-                                       cwd=ROOT, stdout=subprocess.DEVNULL, stderr=log_file)
+        process = freshpython.start(["-m", "fer_hf", "predict", live.url, "--model", tiny_model_folder, "--output",
+                                     output], cwd=ROOT, env=dict(os.environ), stdout=os.devnull,
+                                    stderr=tmp_path / "log.txt")
         try:
             # Wait for rows: the command flushes each labelled frame's rows (the deadline only guards a hang).
             deadline = time.monotonic() + 240

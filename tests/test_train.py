@@ -2,8 +2,8 @@
 FER-2013 fixture (tests/fixtures/fer2013) and the conftest's photo folder."""
 
 import json
+import os
 import signal
-import subprocess
 import sys
 import time
 
@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from tests import freshpython
 from tests.conftest import FER_FIXTURE_DIR, HAPPY_SAD_DIR, ROOT, requires_shared, run_preloaded, run_python
 from tests.test_modeling import REMOTE_CODE_SNIPPET
 
@@ -214,7 +215,7 @@ def test_rerun_after_sigkill_resumes_from_the_last_checkpoint(tmp_path):
     args = [sys.executable, ROOT / "train.py", *FAST, "--dataset_name", FER_FIXTURE_DIR, "--output_dir", out,
             "--max_steps", "24", "--max_train_samples", "96", "--max_eval_samples", "32", "--eval_strategy", "steps",
             "--eval_steps", "3", "--save_strategy", "steps", "--save_steps", "3"]
-    process = subprocess.Popen(list(map(str, args)), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = freshpython.start(args[1:], cwd=ROOT, env=dict(os.environ), stdout=os.devnull, stderr=os.devnull)
     deadline = time.time() + 300
     while time.time() < deadline and not (out / "checkpoint-3" / "trainer_state.json").exists():
         time.sleep(0.05)
