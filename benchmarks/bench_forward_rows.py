@@ -1,14 +1,18 @@
 """How many rows a CPU forward pass should take: the bundled models' fp32 logits over PublicTest, in passes of
-256, 128, 64, 32 and 16 faces (what `fer_hf.evaluation.CPU_FORWARD_ROWS` sets for `evaluate`, `calibrate` and
-the training reports).
+256, 128, 64, 32 and 16 faces (what `fer_hf.model.heatmaps.CPU_FORWARD_ROWS` sets for `evaluate`, `calibrate`,
+the training reports and occlusion heat maps).
 
 Each size scores the same pixels (the model's processor, once, before timing) in several rounds; the table gives
 the median seconds, faces/s, the ratio to 256 rows in the same run, and the largest difference of any logit from
 the 256-row pass (0 means the same logits bit for bit, so every figure computed from them stays as it is).
 
     python benchmarks/bench_forward_rows.py [--rounds 3]
+    python benchmarks/bench_forward_rows.py --occlusion [--rounds 3]
 
-Writes benchmarks/results/forward_rows.md. Run it on an otherwise idle machine.
+Writes benchmarks/results/forward_rows.md. With --occlusion it times occlusion heat maps instead
+(fer_hf.model.heatmaps.face_heatmaps, the demo's "Why?"): 1 and 6 faces of the fixture's PublicTest rows, their
+occluded copies in one pass against passes of CPU_FORWARD_ROWS rows, to benchmarks/results/occlusion_rows.md.
+Run it on an otherwise idle machine.
 """
 
 import argparse
@@ -29,8 +33,13 @@ ROWS = [256, 128, 64, 32, 16]
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--output", default=str(ROOT / "benchmarks" / "results" / "forward_rows.md"))
+    parser.add_argument("--occlusion", action="store_true", help="time occlusion heat maps instead")
+    parser.add_argument("--output", default=None, help="default: benchmarks/results/forward_rows.md "
+                                                       "(occlusion_rows.md with --occlusion)")
     args = parser.parse_args()
+    if args.occlusion:
+        return occlusion(args.rounds, args.output or str(ROOT / "benchmarks" / "results" / "occlusion_rows.md"))
+    args.output = args.output or str(ROOT / "benchmarks" / "results" / "forward_rows.md")
 
     from datasets import load_dataset
 
@@ -62,6 +71,48 @@ def main() -> None:
                          f"{base / median:.2f}x | {gap:.1e} |")
     lines += ["", "Load average after the run: " + f"{os.getloadavg()[0]:.1f}."]
     write_table(args.output, lines)
+
+
+def occlusion(rounds: int, output: str) -> None:
+    """Occlusion maps of 1 and 6 faces, the occluded copies in one forward pass and in 64-row passes."""
+    from datasets import load_dataset
+
+    from fer_hf.model import heatmaps
+
+    rows = load_dataset("parquet", data_files=str(FIXTURE), split="train").select(range(6))
+    lines = ["# Occlusion heat maps: rows per forward pass on a CPU", "",
+             "Command: `python benchmarks/bench_forward_rows.py --occlusion"
+             + (f" --rounds {rounds}`" if rounds != 3 else "`"),
+             f"{machine()}; load average {os.getloadavg()[0]:.1f} before the run. The first faces of "
+             f"`{FIXTURE.relative_to(ROOT)}`; `face_heatmaps(..., method=\"occlusion\")` for the class the model "
+             f"predicts: {heatmaps.OCCLUSION_WINDOW}x{heatmaps.OCCLUSION_WINDOW} patch, stride "
+             f"{heatmaps.OCCLUSION_STRIDE}, up to {heatmaps.OCCLUSION_BATCH} occluded copies per captum evaluation; "
+             f"median of {rounds} rounds.", "",
+             "| model | faces | rows per forward pass | seconds | vs one pass | largest map difference |",
+             "|---|---|---|---|---|---|"]
+    passes = {"one pass": 1 << 30, f"{heatmaps.CPU_FORWARD_ROWS}": heatmaps.CPU_FORWARD_ROWS}
+    for folder in sorted(p for p in (ROOT / "models").glob("*") if (p / "config.json").exists()):
+        model, processor = load_classifier(folder)
+        model.eval()
+        pixel_values = processor(list(rows["image"]), return_tensors="pt")["pixel_values"]
+        with torch.no_grad():
+            targets = model(pixel_values=pixel_values).logits.argmax(-1).tolist()
+        for faces in (1, 6):
+            seconds, maps = {name: [] for name in passes}, {}
+            for _ in range(rounds):
+                for name, size in passes.items():  # interleaved, so that a slow spell hits both
+                    heatmaps.CPU_FORWARD_ROWS = size
+                    began = time.perf_counter()
+                    maps[name] = heatmaps.face_heatmaps(model, pixel_values[:faces], targets[:faces], "occlusion")
+                    seconds[name].append(time.perf_counter() - began)
+            base = statistics.median(seconds["one pass"])
+            for name in passes:
+                median = statistics.median(seconds[name])
+                gap = float(abs(maps[name] - maps["one pass"]).max())
+                lines.append(f"| `models/{folder.name}` | {faces} | {name} | {median:.2f} | {base / median:.2f}x | "
+                             f"{gap:.1e} |")
+    lines += ["", "Load average after the run: " + f"{os.getloadavg()[0]:.1f}."]
+    write_table(output, lines)
 
 
 if __name__ == "__main__":

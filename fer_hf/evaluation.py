@@ -16,6 +16,8 @@ import numpy as np
 import torch
 from sklearn.metrics import classification_report, confusion_matrix, f1_score
 
+from fer_hf.model.heatmaps import CPU_FORWARD_ROWS
+
 
 class FerMetrics(evaluate.Metric):
     """Accuracy and macro-F1 of class predictions."""
@@ -58,10 +60,6 @@ def pixel_batches(model, image_processor, dataset, *, batch_size: int = 256):
         yield image_processor(images, return_tensors="pt")["pixel_values"].to(model.device, model.dtype)
 
 
-# On a CPU the model sees at most this many rows per forward pass: the default CNN's activations for 256 faces
-# spill out of the caches, and 64 at a time ran about twice as fast with the same logits, bit for bit
-# (benchmarks/results/forward_rows.md). A GPU takes each batch whole.
-CPU_FORWARD_ROWS = 64
 
 
 def model_logits(model, pixel_values: torch.Tensor) -> torch.Tensor:

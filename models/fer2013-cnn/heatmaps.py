@@ -47,6 +47,10 @@ OCCLUSION_WINDOW = 8
 OCCLUSION_STRIDE = 4
 # Occluded copies per forward pass, all faces of a call together: a bound on the memory a big group photo takes.
 OCCLUSION_BATCH = 256
+# On a CPU a model sees at most this many rows per forward pass (here and in fer_hf.evaluation): the default CNN's
+# activations for 256 faces spill out of the caches, and 64 at a time ran about twice as fast with the same
+# logits, bit for bit (benchmarks/results/forward_rows.md). A GPU takes each batch whole.
+CPU_FORWARD_ROWS = 64
 
 # Where a square crop lies in the photo: its top-left corner (x, y), its side and its turn in degrees
 # (face_detection.crop_square); None for a photo classified whole (its crop is the photo resized).
@@ -134,7 +138,10 @@ class _LogitsOf(nn.Module):
         self.model = model
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        return self.model(pixel_values=pixel_values).logits
+        # Occlusion's passes (no gradients) in CPU-sized parts; Grad-CAM's hooks need the layer called once.
+        if torch.is_grad_enabled() or pixel_values.device.type != "cpu" or len(pixel_values) <= CPU_FORWARD_ROWS:
+            return self.model(pixel_values=pixel_values).logits
+        return torch.cat([self.model(pixel_values=rows).logits for rows in pixel_values.split(CPU_FORWARD_ROWS)])
 
 
 def model_shell(model: nn.Module) -> nn.Module:
