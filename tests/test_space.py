@@ -103,33 +103,32 @@ def test_space_files_run_from_a_fresh_folder_and_label_a_photo(hub, model_sha, t
         assert found.stdout.strip() == origin, found.stdout + found.stderr
 
     log_path = tmp_path / "space.log"
-    with open(log_path, "w") as log:
-        app = subprocess.Popen([sys.executable, "app.py"], cwd=space, env=env, stdout=log, stderr=subprocess.STDOUT)
-        url = f"http://127.0.0.1:{port}/"
+    app = freshpython.start(["app.py"], cwd=space, env=env, stdout=log_path)  # as `python app.py` there
+    url = f"http://127.0.0.1:{port}/"
+    try:
         try:
-            try:
-                wait_until_up(url, app, timeout=180)
-            except RuntimeError as error:
-                pytest.fail(f"{error}:\n{log_path.read_text()[-4000:]}")
-            assert any(path.startswith(f"/api/models/{MODEL}/revision/{model_sha}") for _, path in hub.requests)
-            with sync_playwright() as playwright:
-                browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
-                page = browser.new_page(viewport={"width": 1280, "height": 900})
-                page.set_default_timeout(WAIT_BOUND_MS)  # waits for events; the bound stops a hung test
-                page.goto(url, wait_until="load")  # not "networkidle": Gradio keeps a connection open
-                page.locator("input[type=file]").first.set_input_files(str(PHOTOS / "happy_man.jpg"))
-                assert "Found 1 face" in wait_for_text(page, "#status", "Found")
-                label, score = top_label_and_score(page, "#scores")
-                header = page.locator("body").inner_text()
-                screenshot(page, "space.png")
-                # The in-browser tab loads the model's files from the Hub cache (served by the app): ready means the
-                # runtime, the detector and the model's ONNX file all loaded (this browser has no camera).
-                page.get_by_role("tab", name="Live, in your browser").click()
-                page.wait_for_function("window.ferLive && (window.ferLive.ready || window.ferLive.error)")
-                live = page.evaluate("window.ferLive")
-                browser.close()
-        finally:
-            stop(app)
+            wait_until_up(url, app, timeout=180)
+        except RuntimeError as error:
+            pytest.fail(f"{error}:\n{log_path.read_text()[-4000:]}")
+        assert any(path.startswith(f"/api/models/{MODEL}/revision/{model_sha}") for _, path in hub.requests)
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page.set_default_timeout(WAIT_BOUND_MS)  # waits for events; the bound stops a hung test
+            page.goto(url, wait_until="load")  # not "networkidle": Gradio keeps a connection open
+            page.locator("input[type=file]").first.set_input_files(str(PHOTOS / "happy_man.jpg"))
+            assert "Found 1 face" in wait_for_text(page, "#status", "Found")
+            label, score = top_label_and_score(page, "#scores")
+            header = page.locator("body").inner_text()
+            screenshot(page, "space.png")
+            # The in-browser tab loads the model's files from the Hub cache (served by the app): ready means the
+            # runtime, the detector and the model's ONNX file all loaded (this browser has no camera).
+            page.get_by_role("tab", name="Live, in your browser").click()
+            page.wait_for_function("window.ferLive && (window.ferLive.ready || window.ferLive.error)")
+            live = page.evaluate("window.ferLive")
+            browser.close()
+    finally:
+        stop(app)
     assert label in FER2013_LABELS and 0 < score <= 100
     assert f"Model {MODEL} at {model_sha}" in header
     assert live["ready"], live["error"]
