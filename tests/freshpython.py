@@ -164,7 +164,10 @@ class _Server:
 
     def _read_answers(self, process: subprocess.Popen) -> None:
         for line in process.stdout:
-            kind, job, value = line.decode().split()
+            kind, *numbers = line.decode(errors="replace").split()
+            if kind not in ("pid", "exit") or len(numbers) != 2:  # a preloaded library's stray print
+                continue
+            job, value = numbers
             with self.answers:
                 (self.pids if kind == "pid" else self.ended)[int(job)] = int(value)
                 self.answers.notify_all()
@@ -179,8 +182,9 @@ class _Server:
             request = {"id": job, "args": args, "env": env, "cwd": cwd, "stdout": stdout, "stderr": stderr}
             server.stdin.write((json.dumps(request) + "\n").encode())
         with self.answers:
-            if not self.answers.wait_for(lambda: job in self.pids or server.poll() is not None, timeout=120):
-                raise RuntimeError("the fork server did not start the run within 120 s")
+            # The first run waits for the server's imports too; the bound only stops a hung server.
+            if not self.answers.wait_for(lambda: job in self.pids or server.poll() is not None, timeout=600):
+                raise RuntimeError("the fork server did not start the run within 600 s")
             if job not in self.pids:
                 raise RuntimeError("the fork server ended")
             return ForkedProcess(self, job, self.pids[job], ["python", *args])
