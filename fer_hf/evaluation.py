@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from sklearn.metrics import classification_report, confusion_matrix, f1_score
 
-from fer_hf.model.heatmaps import CPU_FORWARD_ROWS
+from fer_hf.model.heatmaps import model_logits
 
 
 class FerMetrics(evaluate.Metric):
@@ -58,15 +58,6 @@ def pixel_batches(model, image_processor, dataset, *, batch_size: int = 256):
     for start in range(0, len(dataset), batch_size):
         images = [image.convert("L" if grayscale else "RGB") for image in dataset[start : start + batch_size]["image"]]
         yield image_processor(images, return_tensors="pt")["pixel_values"].to(model.device, model.dtype)
-
-
-
-
-def model_logits(model, pixel_values: torch.Tensor) -> torch.Tensor:
-    """`model(pixel_values=...).logits`, in passes of CPU_FORWARD_ROWS rows on a CPU."""
-    if pixel_values.device.type != "cpu" or len(pixel_values) <= CPU_FORWARD_ROWS:
-        return model(pixel_values=pixel_values).logits
-    return torch.cat([model(pixel_values=rows).logits for rows in pixel_values.split(CPU_FORWARD_ROWS)])
 
 
 # Ten-crop views are cut from the face enlarged by 1 / TEN_CROP_SCALE: each shows about 90% of its side,

@@ -139,9 +139,16 @@ class _LogitsOf(nn.Module):
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
         # Occlusion's passes (no gradients) in CPU-sized parts; Grad-CAM's hooks need the layer called once.
-        if torch.is_grad_enabled() or pixel_values.device.type != "cpu" or len(pixel_values) <= CPU_FORWARD_ROWS:
+        if torch.is_grad_enabled():
             return self.model(pixel_values=pixel_values).logits
-        return torch.cat([self.model(pixel_values=rows).logits for rows in pixel_values.split(CPU_FORWARD_ROWS)])
+        return model_logits(self.model, pixel_values)
+
+
+def model_logits(model: nn.Module, pixel_values: torch.Tensor) -> torch.Tensor:
+    """`model(pixel_values=...).logits`, in passes of CPU_FORWARD_ROWS rows on a CPU."""
+    if pixel_values.device.type != "cpu" or len(pixel_values) <= CPU_FORWARD_ROWS:
+        return model(pixel_values=pixel_values).logits
+    return torch.cat([model(pixel_values=rows).logits for rows in pixel_values.split(CPU_FORWARD_ROWS)])
 
 
 def model_shell(model: nn.Module) -> nn.Module:
