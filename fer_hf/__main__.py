@@ -15,6 +15,7 @@ Hub commands take the token from HF_TOKEN or `hf auth login`, never from the com
 import argparse
 import json
 import sys
+from pathlib import Path
 
 from transformers.hf_argparser import string_to_bool
 
@@ -72,6 +73,9 @@ def evaluate_command(args: argparse.Namespace) -> int:
         print(f"No calibration figures: {no_calibration}")
     else:
         result["calibration"], result["unsure"] = _print_calibration(model, views, args)
+        if args.output_dir:
+            views.save(Path(args.output_dir) / f"{args.split}_logits.npz")
+            print(f"Logits of each face and its mirror image written to {args.output_dir}/{args.split}_logits.npz")
     if args.json:
         print(json.dumps({k: v for k, v in result.items() if k != "report"}))
     return 0
@@ -87,8 +91,6 @@ def _print_calibration(model, logits, args: argparse.Namespace) -> tuple[dict, d
     Returns:
         The figures of each mode and `{threshold, unsure, sure_accuracy}` (the default scores).
     """
-    from pathlib import Path
-
     from fer_hf.calibration import MODES, ECE_BINS, calibrated_probabilities, calibration_metrics, reliability_diagram
     print(f"Calibration (ECE: top score, {ECE_BINS} equal-width bins; NLL: negative log-likelihood; Brier: "
           f"multiclass, 0..2), as the model scores faces | uncalibrated (temperature 1):")
@@ -120,8 +122,6 @@ def _print_calibration(model, logits, args: argparse.Namespace) -> tuple[dict, d
 
 
 def calibrate_command(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from fer_hf.calibration import MODES, calibrate_folder
     from fer_hf.data import load_fer_dataset
 
@@ -277,7 +277,7 @@ def main(argv=None) -> int:
                           help="score only these classes, on their rows (e.g. --labels happy sad: a 7-class model by "
                                "its happy-vs-sad scores, as predict --labels gives them)")
     evaluate.add_argument("--revision", default=None, help="Hub revision of the model")
-    evaluate.add_argument("--output_dir", default=None, help="write the report and confusion matrix here")
+    evaluate.add_argument("--output_dir", default=None, help="write the report, confusion matrix and logits here")
     evaluate.add_argument("--batch_size", type=int, default=256)
     evaluate.add_argument("--flip_tta", action="store_true", help="average each face with its mirror image")
     evaluate.add_argument("--crop_faces", action="store_true",

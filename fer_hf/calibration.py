@@ -59,6 +59,15 @@ class ViewLogits:
         top_two = np.sort(own, axis=-1)[:, -2:]
         return np.where((top_two[:, 1] - top_two[:, 0] < flip_margin)[:, None], averaged, own)
 
+    def save(self, path: str | Path) -> None:
+        """Writes the three arrays to `path` (.npz: `own`, `mirror`, `labels`), for analysis without the model."""
+        np.savez(path, own=self.own, mirror=self.mirror, labels=self.labels)
+
+    @classmethod
+    def load(cls, path: str | Path) -> ViewLogits:
+        with np.load(path) as saved:
+            return cls(saved["own"], saved["mirror"], saved["labels"])
+
 
 def _softmax(logits: np.ndarray) -> np.ndarray:
     return torch.softmax(torch.as_tensor(logits, dtype=torch.float64), dim=-1).numpy()

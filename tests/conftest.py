@@ -155,50 +155,6 @@ def tiny_trained_model(tmp_path_factory) -> Path:
     return out
 
 
-@pytest.fixture(scope="session")
-def publictest_fp32(tmp_path_factory):
-    """The full PublicTest split (3,589 faces) through a bundled model in fp32, once a run for every check.
-
-    `publictest_fp32(name)` gives `(rows, pixel_values, logits)`: the split as `datasets` loads it, the model's
-    processor's pixels and the eager fp32 model's logits. The full-data checks of the int8 and ONNX runtimes
-    compare against these instead of each running the fp32 model again. Under pytest-xdist the first worker to
-    ask computes them (about 30 s of CPU for both models) and saves them in the run's temporary folder, which
-    every worker of the run shares; the others wait for it and read the file.
-    """
-    import functools
-
-    import torch
-    from datasets import load_dataset
-    from filelock import FileLock
-
-    from fer_hf.evaluation import model_logits
-    from fer_hf.hub import load_classifier
-
-    rows = load_dataset("parquet", data_files=str(FER_DIR / "publictest.parquet"), split="train")
-    run_folder = tmp_path_factory.getbasetemp()
-    if os.environ.get("PYTEST_XDIST_WORKER"):
-        run_folder = run_folder.parent  # gw0's and gw1's folders are in the run's own folder
-    cache = run_folder / "publictest_fp32"
-    cache.mkdir(exist_ok=True)
-
-    @functools.cache
-    def scored(name: str):
-        path = cache / f"{name}.npz"
-        with FileLock(str(path) + ".lock"):
-            if not path.exists():
-                model, processor = load_classifier(ROOT / "models" / name)
-                pixel_values = torch.cat([processor(list(rows[i : i + 512]["image"]), return_tensors="pt")["pixel_values"]
-                                          for i in range(0, len(rows), 512)])
-                with torch.inference_mode():
-                    logits = model_logits(model, pixel_values)
-                np.savez(cache / f"{name}.tmp.npz", pixel_values=pixel_values.numpy(), logits=logits.numpy())
-                os.replace(cache / f"{name}.tmp.npz", path)  # whole or absent, for a worker that reads it
-            saved = np.load(path)
-            return rows, torch.from_numpy(saved["pixel_values"]), saved["logits"]
-
-    return scored
-
-
 def write_fer_csv(path: Path, rows) -> Path:
     """Writes rows in the original `fer2013.csv` format: `emotion,pixels,Usage`."""
     with open(path, "w", newline="") as handle:

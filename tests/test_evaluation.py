@@ -8,6 +8,7 @@ import torch
 from sklearn.metrics import f1_score
 
 from fer_hf import FerCNNForImageClassification, FerConfig, FerImageProcessor
+from fer_hf.calibration import ViewLogits
 from fer_hf.data import load_fer_dataset, select_labels
 from fer_hf.evaluation import FerMetrics, evaluate_on_dataset, predict_logits, recompute_batch_norm_statistics, write_reports
 
@@ -74,6 +75,13 @@ def test_evaluate_cli_reproduces_the_metrics(tmp_path, fer_rows, small_model):
     assert printed["samples"] == 20
     assert (tmp_path / "eval" / "validation_confusion_matrix.png").exists()
     assert "precision" in result.stdout and "macro-F1" in result.stdout
+    # The pass's logits, kept beside the reports: the model's own (its temperature taken off) and its mirror's.
+    saved = ViewLogits.load(tmp_path / "eval" / "validation_logits.npz")
+    temperature = model.config.temperature
+    np.testing.assert_allclose(saved.own / temperature, logits, rtol=1e-5, atol=1e-5)
+    mirrored = predict_logits(model, FerImageProcessor(), validation, flip_tta=True) * 2 - logits
+    np.testing.assert_allclose(saved.mirror / temperature, mirrored, rtol=1e-4, atol=1e-4)
+    assert saved.labels.tolist() == validation["label"]
 
 
 def test_batch_norm_statistics_are_recomputed_on_the_rows_as_evaluation_sees_them(tmp_path, fer_rows):

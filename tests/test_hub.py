@@ -358,8 +358,9 @@ def test_an_installed_fer_hf_carries_the_model_card_template(tmp_path, monkeypat
     script = ("import sys, fer_hf; from fer_hf.hub import build_model_card; "
               f"assert fer_hf.__file__.startswith({str(target)!r}), fer_hf.__file__; "
               f"sys.stdout.write(str(build_model_card({str(folder)!r})))")
-    installed = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(target)},
-                               check=True, capture_output=True, text=True).stdout
+    run = freshpython.run(["-c", script], cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(target)})
+    assert run.returncode == 0, run.stderr[-4000:]
+    installed = run.stdout
     import fer_hf.hub
     from fer_hf.hub import build_model_card
 
