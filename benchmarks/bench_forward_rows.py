@@ -1,6 +1,8 @@
 """How many rows a CPU forward pass should take: the bundled models' fp32 logits over PublicTest, in passes of
 256, 128, 64, 32 and 16 faces (what `fer_hf.model.heatmaps.CPU_FORWARD_ROWS` sets for `evaluate`, `calibrate`,
-the training reports and occlusion heat maps).
+the training reports and occlusion heat maps), with the weights in PyTorch's default memory layout, and in
+passes of CPU_FORWARD_ROWS with them in channels_last (`fer_hf.evaluation.channels_last_on_cpu`, which
+`evaluate` and `calibrate` use).
 
 Each size scores the same pixels (the model's processor, once, before timing) in several rounds; the table gives
 the median seconds, faces/s, the ratio to 256 rows in the same run, and the largest difference of any logit from
@@ -11,11 +13,14 @@ the 256-row pass (0 means the same logits bit for bit, so every figure computed 
 
 Writes benchmarks/results/forward_rows.md. With --occlusion it times occlusion heat maps instead
 (fer_hf.model.heatmaps.face_heatmaps, the demo's "Why?"): 1 and 6 faces of the fixture's PublicTest rows, their
-occluded copies in one pass against passes of CPU_FORWARD_ROWS rows, to benchmarks/results/occlusion_rows.md.
+occluded copies in one pass against passes of CPU_FORWARD_ROWS rows, with the convolution weights in their own
+layout and (as `heatmaps.model_shell` gives them on a CPU) in channels_last copies, to
+benchmarks/results/occlusion_rows.md.
 Run it on an otherwise idle machine.
 """
 
 import argparse
+import copy
 import os
 import statistics
 import time
@@ -28,6 +33,7 @@ from fer_hf.hub import load_classifier
 PUBLICTEST = ROOT.parent / "shared" / "data" / "fer2013" / "publictest.parquet"
 FIXTURE = ROOT / "tests" / "fixtures" / "fer2013" / "publictest.parquet"
 ROWS = [256, 128, 64, 32, 16]
+LAYOUTS = {"default": torch.contiguous_format, "channels_last": torch.channels_last}
 
 
 def main() -> None:
@@ -50,24 +56,28 @@ def main() -> None:
              f"{machine()}; load average {os.getloadavg()[0]:.1f} before the run. {len(images):,} faces of "
              f"`{source.relative_to(ROOT.parent)}`, fp32 eager PyTorch, `torch.inference_mode()`; median of "
              f"{args.rounds} rounds.", "",
-             "| model | rows per pass | seconds | faces/s | vs 256 rows | largest logit difference from 256 rows |",
-             "|---|---|---|---|---|---|"]
+             "| model | rows per pass | weights | seconds | faces/s | vs 256 rows | largest logit difference from 256 rows |",
+             "|---|---|---|---|---|---|---|"]
+    from fer_hf.model.heatmaps import CPU_FORWARD_ROWS
+
+    passes = [(rows, "default") for rows in ROWS] + [(CPU_FORWARD_ROWS, "channels_last")]
     for folder in sorted(p for p in (ROOT / "models").glob("*") if (p / "config.json").exists()):
         model, processor = load_classifier(folder)
         model.eval()
         pixel_values = processor([image.convert("L") for image in images], return_tensors="pt")["pixel_values"]
-        seconds, logits = {rows: [] for rows in ROWS}, {}
+        seconds, logits = {key: [] for key in passes}, {}
         with torch.inference_mode():
             for _ in range(args.rounds):
-                for rows in ROWS:  # interleaved, so that a slow spell of the machine hits every size
+                for rows, layout in passes:  # interleaved, so that a slow spell of the machine hits every one
+                    model.to(memory_format=LAYOUTS[layout])
                     began = time.perf_counter()
-                    logits[rows] = torch.cat([model(pixel_values=part).logits for part in pixel_values.split(rows)])
-                    seconds[rows].append(time.perf_counter() - began)
-        base = statistics.median(seconds[256])
-        for rows in ROWS:
-            median = statistics.median(seconds[rows])
-            gap = float((logits[rows] - logits[256]).abs().max())
-            lines.append(f"| `models/{folder.name}` | {rows} | {median:.2f} | {len(images) / median:,.0f} | "
+                    logits[rows, layout] = torch.cat([model(pixel_values=part).logits for part in pixel_values.split(rows)])
+                    seconds[rows, layout].append(time.perf_counter() - began)
+        base, reference = statistics.median(seconds[256, "default"]), logits[256, "default"]
+        for rows, layout in passes:
+            median = statistics.median(seconds[rows, layout])
+            gap = float((logits[rows, layout] - reference).abs().max())
+            lines.append(f"| `models/{folder.name}` | {rows} | {layout} | {median:.2f} | {len(images) / median:,.0f} | "
                          f"{base / median:.2f}x | {gap:.1e} |")
     lines += ["", "Load average after the run: " + f"{os.getloadavg()[0]:.1f}."]
     write_table(args.output, lines)
@@ -90,7 +100,15 @@ def occlusion(rounds: int, output: str) -> None:
              f"median of {rounds} rounds.", "",
              "| model | faces | rows per forward pass | seconds | vs one pass | largest map difference |",
              "|---|---|---|---|---|---|"]
-    passes = {"one pass": 1 << 30, f"{heatmaps.CPU_FORWARD_ROWS}": heatmaps.CPU_FORWARD_ROWS}
+    channels_last_shell = heatmaps.model_shell
+
+    def default_layout_shell(model):  # every tensor shared, the convolution weights in their own layout too
+        shared = {id(tensor): tensor for tensor in (*model.parameters(), *model.buffers())}
+        return copy.deepcopy(model, memo=shared).eval()
+
+    rows_64 = heatmaps.CPU_FORWARD_ROWS
+    passes = {"one pass": (1 << 30, default_layout_shell), f"{rows_64}": (rows_64, default_layout_shell),
+              f"{rows_64}, channels_last weights": (rows_64, channels_last_shell)}
     for folder in sorted(p for p in (ROOT / "models").glob("*") if (p / "config.json").exists()):
         model, processor = load_classifier(folder)
         model.eval()
@@ -100,8 +118,8 @@ def occlusion(rounds: int, output: str) -> None:
         for faces in (1, 6):
             seconds, maps = {name: [] for name in passes}, {}
             for _ in range(rounds):
-                for name, size in passes.items():  # interleaved, so that a slow spell hits both
-                    heatmaps.CPU_FORWARD_ROWS = size
+                for name, (size, shell) in passes.items():  # interleaved, so that a slow spell hits every one
+                    heatmaps.CPU_FORWARD_ROWS, heatmaps.model_shell = size, shell
                     began = time.perf_counter()
                     maps[name] = heatmaps.face_heatmaps(model, pixel_values[:faces], targets[:faces], "occlusion")
                     seconds[name].append(time.perf_counter() - began)

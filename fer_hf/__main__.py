@@ -36,13 +36,13 @@ def evaluate_command(args: argparse.Namespace) -> int:
 
     from fer_hf.calibration import check_labels, view_logits
     from fer_hf.data import crop_faces, load_fer_dataset, select_labels
-    from fer_hf.evaluation import evaluate_on_dataset
+    from fer_hf.evaluation import channels_last_on_cpu, evaluate_on_dataset
     from fer_hf.faces import face_align, face_crop_margin
 
     loaded = _load_model(args)
     if loaded is None:
         return 1
-    model, processor = loaded
+    model, processor = channels_last_on_cpu(loaded[0]), loaded[1]
     dataset = load_fer_dataset(args.dataset_name, seed=args.seed)
     if args.labels:
         dataset = select_labels(dataset, args.labels)
@@ -124,6 +124,7 @@ def _print_calibration(model, logits, args: argparse.Namespace) -> tuple[dict, d
 def calibrate_command(args: argparse.Namespace) -> int:
     from fer_hf.calibration import MODES, calibrate_folder
     from fer_hf.data import load_fer_dataset
+    from fer_hf.evaluation import channels_last_on_cpu
 
     folder = Path(args.model)
     if not (folder / "config.json").is_file():
@@ -133,6 +134,7 @@ def calibrate_command(args: argparse.Namespace) -> int:
     loaded = _load_model(args)
     if loaded is None:
         return 1
+    loaded = channels_last_on_cpu(loaded[0]), loaded[1]
     dataset = load_fer_dataset(args.dataset_name, seed=args.seed)
     if args.split not in dataset:
         print(f"Split {args.split!r} not in {args.dataset_name} (it has {', '.join(dataset)}).", file=sys.stderr)

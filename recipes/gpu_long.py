@@ -63,13 +63,13 @@ def per_class_recall(report: dict, labels: list[str]) -> dict[str, float]:
 def score_baseline(baseline: str, dataset_name: str, output_dir: Path, labels: list[str]) -> dict[str, dict]:
     """The bundled model's reports on the same validation rows, in each view (written to OUTPUT_DIR/baseline/)."""
     from fer_hf.data import load_fer_dataset
-    from fer_hf.evaluation import predict_logits, write_reports
+    from fer_hf.evaluation import channels_last_on_cpu, predict_logits, write_reports
     from fer_hf.hub import load_classifier
 
     import torch
 
     model, processor = load_classifier(baseline)
-    model.to("cuda" if torch.cuda.is_available() else "cpu")  # ten views of every face: minutes of a CPU
+    model = channels_last_on_cpu(model.to("cuda" if torch.cuda.is_available() else "cpu"))  # ten views of every face
     rows = load_fer_dataset(dataset_name)["validation"]
     if rows.features["label"].names != labels or [model.config.id2label[i] for i in range(len(labels))] != labels:
         raise SystemExit(f"--baseline {baseline}: its labels or the dataset's are not the trained model's {labels}.")

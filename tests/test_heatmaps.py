@@ -18,7 +18,7 @@ from fer_hf.faithfulness import deletion_test, randomised_copy, rank_correlation
 from fer_hf.hub import load_classifier
 from fer_hf.model import heatmaps
 from fer_hf.model.face_detection import Box, crop_square
-from fer_hf.model.heatmaps import box_heatmap, face_heatmaps, gradcam_layer, model_shell
+from fer_hf.model.heatmaps import DEFAULT_METHOD, box_heatmap, face_heatmaps, gradcam_layer, model_shell
 from fer_hf.model.pipeline_fer import TASK, FacialExpressionRecognitionPipeline
 
 from tests.conftest import PHOTOS, ROOT, run_python
@@ -116,21 +116,29 @@ def test_no_hooks_are_left_on_the_shared_model(classifier, fer):
         fer(str(GROUP), explain=method)
     assert (hook_count(model), hook_count(fer.model)) == before == (0, 0)
     shell = model_shell(model)  # what captum hooks instead: other modules, the same weights
-    assert shell is not model and all(a is b for a, b in zip(shell.parameters(), model.parameters()))
+    assert shell is not model and all(a is b for a, b in zip(shell.buffers(), model.buffers()))
+    for own, models in zip(shell.parameters(), model.parameters()):  # shared, but for channels_last conv weights
+        assert own is models or (models.dim() == 4 and torch.equal(own, models)
+                                 and own.is_contiguous(memory_format=torch.channels_last)
+                                 and models.is_contiguous())  # the model's own layout untouched
     assert model.training is False
 
 
 def test_people_explaining_at_once_on_one_model_get_their_own_maps(classifier, fixture_faces):
-    # The demo serves several people from one model: concurrent calls must not mix each other's hooks.
+    # The demo serves several people from one model: concurrent calls must not mix each other's hooks (Grad-CAM's,
+    # on each call's own model shell: five of those a person) nor maps (one of the default method, occlusion).
     model, _ = classifier
     pixel_values, targets = fixture_faces
-    expected = [face_heatmaps(model, pixel_values[i : i + 1], targets[i : i + 1]) for i in range(len(targets))]
-    results: dict[int, list[np.ndarray]] = {}
+    methods = ["grad-cam"] * 5 + [DEFAULT_METHOD]
+    expected = {method: [face_heatmaps(model, pixel_values[i : i + 1], targets[i : i + 1], method)
+                         for i in range(len(targets))] for method in set(methods)}
+    results: dict[int, list[tuple[str, np.ndarray]]] = {}
     start = threading.Barrier(len(targets))
 
     def explain(i: int) -> None:
         start.wait()
-        results[i] = [face_heatmaps(model, pixel_values[i : i + 1], targets[i : i + 1]) for _ in range(5)]
+        results[i] = [(method, face_heatmaps(model, pixel_values[i : i + 1], targets[i : i + 1], method))
+                      for method in methods]
 
     threads = [threading.Thread(target=explain, args=(i,)) for i in range(len(targets))]
     for thread in threads:
@@ -138,8 +146,8 @@ def test_people_explaining_at_once_on_one_model_get_their_own_maps(classifier, f
     for thread in threads:
         thread.join()
     for i, maps in results.items():
-        for found in maps:
-            np.testing.assert_allclose(found, expected[i], atol=1e-5)
+        for method, found in maps:
+            np.testing.assert_allclose(found, expected[method][i], atol=1e-5, err_msg=method)
     assert len(results) == len(targets) and hook_count(model) == 0
 
 
