@@ -51,6 +51,20 @@ def requires_full_data(why: str) -> pytest.MarkDecorator:
 
 FER_USAGE = {"train": "Training", "validation": "PublicTest", "test": "PrivateTest"}
 
+# The test files that take longest, longest first (a CI run's `--durations=0`, summed per file). pytest-xdist
+# (pyproject: `--dist loadfile --no-loadscope-reorder`) hands files to the workers in collection order, so these
+# go first and the run does not end with one worker on a long file while the other has nothing left; the rest
+# follow in their own order. A file missing here only runs later.
+LONGEST_FIRST = ["test_train.py", "test_full_data.py", "test_hub.py", "test_browser_live.py", "test_feedback.py",
+                 "test_heatmaps.py", "test_space.py", "test_app_browser.py", "test_app_load.py", "test_export.py",
+                 "test_pipeline.py", "test_gpu_recipe.py", "test_inference.py", "test_feedback_app.py", "test_app.py",
+                 "test_stream.py", "test_hub_server.py", "test_faces.py", "test_video.py", "test_app_unsure.py"]
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: a file's tests keep their order
+
 
 @pytest.fixture(scope="session")
 def fer_rows():
