@@ -74,8 +74,9 @@ def evaluate_command(args: argparse.Namespace) -> int:
     else:
         result["calibration"], result["unsure"] = _print_calibration(model, views, args)
         if args.output_dir:
-            views.save(Path(args.output_dir) / f"{args.split}_logits.npz")
-            print(f"Logits of each face and its mirror image written to {args.output_dir}/{args.split}_logits.npz")
+            path = Path(args.output_dir) / f"{args.split}_logits.npz"
+            views.save(path)
+            print(f"Logits of each face and its mirror image written to {path}")
     if args.json:
         print(json.dumps({k: v for k, v in result.items() if k != "report"}))
     return 0

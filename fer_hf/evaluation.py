@@ -54,7 +54,8 @@ def compute_metrics(eval_pred) -> dict[str, float]:
 def channels_last_on_cpu(model):
     """Puts a CPU model's weights in channels_last memory, in place, and returns it: fp32 passes over a whole split
     then run 1.38-1.51x faster in 64-row passes (benchmarks/results/forward_rows.md), with logits within 1e-5 of
-    the default layout's and, on all of PublicTest, the same top classes. Only for a model that nothing else is running: its parameters are replaced."""
+    the default layout's and, on all of PublicTest, the same top classes. Only for a model that nothing else is
+    running: its parameters are replaced (heat maps' `model_shell` gives its own shell channels_last copies)."""
     if next(model.parameters()).device.type == "cpu":
         model.to(memory_format=torch.channels_last)
     return model

@@ -250,16 +250,22 @@ def _run_in_child(args: list[str], cwd: str, env: dict[str, str], output: str) -
     sys.stderr = open(2, "w", buffering=1, closefd=False)
     os.environ.clear()
     os.environ.update(env)
-    os.chdir(cwd)
     try:
-        if args[0] == "-m":
-            sys.argv = [args[1], *args[2:]]
-            sys.path.insert(0, cwd)  # as `python -m` does
-            runpy.run_module(args[1], run_name="__main__", alter_sys=True)
-        else:
-            sys.argv = args
-            sys.path.insert(0, str(Path(args[0]).resolve().parent))  # as `python SCRIPT` does
-            runpy.run_path(args[0], run_name="__main__")
+        run_as_main(args, cwd)
     finally:
         sys.__stdout__.flush()  # what a library wrote through the streams it kept from before the fork
         sys.__stderr__.flush()
+
+
+def run_as_main(args: list[str], cwd: str) -> None:
+    """Runs `python ARGS` (`-m MODULE ...` or `SCRIPT ...`) in this process, as the interpreter would run it in
+    `cwd`: working directory, sys.argv and the first sys.path entry set, the code run as `__main__`."""
+    os.chdir(cwd)
+    if args[0] == "-m":
+        sys.argv = [args[1], *args[2:]]
+        sys.path.insert(0, cwd)  # as `python -m` does
+        runpy.run_module(args[1], run_name="__main__", alter_sys=True)
+    else:
+        sys.argv = args
+        sys.path.insert(0, str(Path(args[0]).resolve().parent))  # as `python SCRIPT` does
+        runpy.run_path(args[0], run_name="__main__")

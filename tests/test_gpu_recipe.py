@@ -39,40 +39,25 @@ def _constructed_face() -> np.ndarray:
 # --- the recipe, end to end -----------------------------------------------------------------------
 
 # Runs `python recipes/gpu_long.py ARGS`, its `python train.py ...` run included, with each interpreter's start-up
-# done once: the recipe's subprocess.run of `sys.executable SCRIPT ARGS` forks this process, whose libraries are
-# imported already, and runs SCRIPT there as `python SCRIPT ARGS` would (a new process, its own exit status).
+# done once: this driver runs in a run_preloaded process (tests.conftest among its imports), and the recipe's
+# subprocess.run of `sys.executable SCRIPT ARGS` forks it and runs SCRIPT there as `python SCRIPT ARGS` would (a new
+# process, its exit status as the interpreter's: multiprocessing's, which prints an uncaught exception's traceback).
 RECIPE = """
-import os, runpy, subprocess, sys, traceback
+import multiprocessing, os, subprocess, sys
+from tests.conftest import run_as_main
 
 def run(command, cwd=None, check=False):
     assert command[0] == sys.executable, command
-    pid = os.fork()
-    if pid == 0:
-        code = 1
-        try:
-            os.chdir(cwd or os.getcwd())
-            sys.argv = [str(a) for a in command[1:]]
-            sys.path.insert(0, os.path.dirname(os.path.abspath(sys.argv[0])))
-            runpy.run_path(sys.argv[0], run_name="__main__")
-            code = 0
-        except SystemExit as end:
-            code = end.code if isinstance(end.code, int) else 0 if end.code is None else 1
-        except BaseException:
-            traceback.print_exc()
-        finally:
-            sys.stdout.flush()
-            sys.stderr.flush()
-            os._exit(code)
-    status = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
-    if check and status:
-        raise subprocess.CalledProcessError(status, command)
-    return subprocess.CompletedProcess(command, status)
+    child = multiprocessing.get_context("fork").Process(
+        target=run_as_main, args=([str(a) for a in command[1:]], str(cwd or os.getcwd())))
+    child.start()
+    child.join()
+    if check and child.exitcode:
+        raise subprocess.CalledProcessError(child.exitcode, command)
+    return subprocess.CompletedProcess(command, child.exitcode)
 
 subprocess.run = run
-recipe = sys.argv.pop(1)
-sys.argv[0] = recipe
-sys.path.insert(0, os.path.dirname(recipe))
-runpy.run_path(recipe, run_name="__main__")
+run_as_main(sys.argv[1:], os.getcwd())
 """
 
 
